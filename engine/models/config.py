@@ -24,7 +24,7 @@ def default_student_channels(resolution: int) -> dict[int, int]:
     """Widths for the student's feature levels (4 … resolution/2), chosen so that the 256 model stays under the
     paper's budget (≤ 2.0 M synthesis parameters, ≤ 1.3 GFLOPs): wide and cheap at low resolution where the styles
     act, thin where pixels are many."""
-    table = {4: 256, 8: 256, 16: 256, 32: 128, 64: 96, 128: 48, 256: 32, 512: 16}
+    table = {4: 256, 8: 256, 16: 192, 32: 128, 64: 80, 128: 40, 256: 24, 512: 16}
     return {r: table[r] for r in block_resolutions(resolution // 2)}
 
 

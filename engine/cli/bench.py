@@ -1,0 +1,62 @@
+"""`main.py bench`: parameters, FLOPs and CPU latency of the teacher and student networks (random weights), or of
+exported files with `--exported DIR`."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(p):
+    p.add_argument("--out", default="bench.json", help="where to write the results as JSON (default bench.json)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per network (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--only", default=None, help="comma-separated subset, e.g. 'teacher-256,student-256'")
+    p.add_argument("--exported", default=None, help="benchmark an export folder (ONNX/TFLite vs PyTorch) instead")
+    p.add_argument("--app", action="store_true", help="also measure the editor's slider-to-frame and webcam paths")
+
+
+def run(args) -> int:
+    from engine.bench import bench_synthesis, standard_configs
+    from engine.models.generator import Generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.exported:
+        from engine.export.bench import bench_exported
+
+        return bench_exported(Path(args.exported), repeats=args.repeats, out=args.out)
+    configs = standard_configs()
+    names = args.only.split(",") if args.only else list(configs)
+    results = {}
+    torch.manual_seed(0)
+    for name in names:
+        G = Generator(configs[name])
+        r = bench_synthesis(G, repeats=args.repeats if "1024" not in name else max(3, args.repeats // 4))
+        results[name] = r
+        print(
+            f"{name:13s} params {r['synthesis_params'] / 1e6:6.2f} M (inference {r['inference_params'] / 1e6:5.2f} M)"
+            f"  {r['flops'] / 1e9:7.2f} GFLOPs ({r['macs'] / 1e9:6.2f} GMAC)  {r['median_ms']:8.1f} ms",
+            flush=True,
+        )
+        del G
+    if "teacher-256" in results and "student-256" in results:
+        ratio = results["teacher-256"]["median_ms"] / results["student-256"]["median_ms"]
+        results["speedup_256"] = ratio
+        print(f"student/teacher speed ratio at 256: {ratio:.1f}×")
+    if args.app:
+        from engine.bench import bench_app_paths
+
+        results["app"] = bench_app_paths()
+    results["machine"] = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "note": "batch 1, float32, channels_last, median of repeated runs in one process",
+    }
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+    return 0

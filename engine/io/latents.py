@@ -1,0 +1,106 @@
+"""Latent files (.npz): W+ codes plus what is needed to use them again.
+
+A latent belongs to a W space, not to one network: a student shares its teacher's mapping network, so a latent made
+with the teacher edits the student too. The file therefore records `w_space_id`, a hash of the mapping network's
+weights and `w_avg`, and refuses to load against a model with another W space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import UserError
+from engine.io.checkpoints import atomic_write
+
+FORMAT = "blazestudio-latent"
+
+
+def w_space_id(G) -> str:
+    """Identity of G's W space: hash of the mapping network (incl. w_avg) and the W+ layout."""
+    h = hashlib.sha256()
+    h.update(f"{G.num_ws}x{G.w_dim}".encode())
+    for k, v in sorted(G.mapping.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_latent(path, ws: torch.Tensor, G, **meta) -> Path:
+    """Write ws [N, num_ws, w_dim] (or [num_ws, w_dim]) with metadata: w_space_id, resolution, and anything passed
+    in `meta` (seeds, psi, the alignment transform of an inverted photo, reconstruction metrics, ...)."""
+    ws = ws.detach().float().cpu()
+    if ws.ndim == 2:
+        ws = ws[None]
+    if ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise ValueError(f"ws must be [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
+    info = {
+        "format": FORMAT,
+        "version": 1,
+        "w_space_id": w_space_id(G),
+        "num_ws": G.num_ws,
+        "w_dim": G.w_dim,
+        "resolution": G.resolution,
+        "model": Path(getattr(G, "source_path", "") or "").name,
+        **meta,
+    }
+    arrays = {"ws": ws.numpy(), "meta": np.array(json.dumps(_jsonable(info)))}
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise UserError(f"latent files end in .npz, not {path.suffix or '(none)'}: {path}")
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def load_latent(path, G=None) -> tuple[torch.Tensor, dict]:
+    """(ws [N, num_ws, w_dim], metadata). With G given, refuses a latent from another W space."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            ws = torch.from_numpy(np.array(f["ws"], dtype=np.float32))
+            meta = json.loads(str(f["meta"])) if "meta" in f else {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such latent file") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise UserError(f"{path.name}: not a latent file ({e})") from None
+    if ws.ndim == 2:
+        ws = ws[None]
+    if G is not None:
+        if ws.shape[1:] != (G.num_ws, G.w_dim):
+            raise UserError(
+                f"{path.name} holds W+ of shape {list(ws.shape[1:])}, but the model needs [{G.num_ws}, {G.w_dim}]"
+            )
+        want, have = w_space_id(G), meta.get("w_space_id")
+        if have is not None and have != want:
+            raise UserError(
+                f"{path.name} was made for another model (W space {have}, this model's is {want}; "
+                f"made with '{meta.get('model', '?')}')"
+            )
+    return ws, meta
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
