@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.errors import UserError
@@ -124,8 +123,9 @@ def fit_teacher(args) -> int:
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
-    (out / "config.json").write_text(json.dumps({"stage": "teacher", "args": {k: v for k, v in vars(args).items() if k != "fn"}, "model": cfg.to_dict()},
-                                                indent=1))
+    run_args = {k: v for k, v in vars(args).items() if k != "fn"}
+    run_doc = {"stage": "teacher", "args": run_args, "model": cfg.to_dict()}
+    (out / "config.json").write_text(json.dumps(run_doc, indent=1))
     fixed_z = torch.randn(16, 100, generator=torch.Generator().manual_seed(123)).to(device)
     fixed_src = source(fixed_z)
 
