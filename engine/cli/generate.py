@@ -26,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--out", "-o", required=True, help="output PNG (a grid when several images)")
     p.add_argument("--ws-out", default=None, help="also save the W+ latents to this .npz")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
+    p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
+                   help="apply a direction, e.g. smile=+2.0 or age=-1@4-7 (W+ layers 4-7); repeatable")
 
 
 def run(args) -> int:
@@ -42,6 +45,9 @@ def run(args) -> int:
         z = seeds_to_z(seeds, G.z_dim)
         ws = torch.cat([G.mapping(z[i : i + 256], psi=psi, cutoff=args.cutoff) for i in range(0, len(z), 256)])
         meta = {"seeds": seeds, "psi": psi, "cutoff": args.cutoff}
+    if args.edit:
+        ws = _apply_edits(ws, G, args)
+        meta["edits"] = list(args.edit)
     images = []
     for i in tqdm(range(0, len(ws), args.batch), desc="render", unit="batch", disable=len(ws) <= args.batch):
         images.append(to_uint8(G.synthesis(ws[i : i + args.batch], noise_mode=args.noise_mode)))
@@ -51,3 +57,15 @@ def run(args) -> int:
         save_latent(args.ws_out, ws, G, **meta)
     print(f"wrote {args.out} ({len(arr)} image{'s' if len(arr) > 1 else ''}, {G.resolution}px, {G.cfg.arch})")
     return 0
+
+
+def _apply_edits(ws, G, args):
+    from engine.assets import DIRECTIONS
+    from engine.edit.ops import apply_edits, resolve_edits
+    from engine.io.directions import load_directions
+
+    path = args.directions or (DIRECTIONS if DIRECTIONS.exists() else None)
+    if path is None:
+        raise UserError("--edit needs --directions FILE.npz (make one with: main.py directions --out FILE.npz)")
+    dset = load_directions(path, G)
+    return apply_edits(ws, resolve_edits(args.edit, dset, G.num_ws))

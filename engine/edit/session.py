@@ -1,0 +1,525 @@
+"""The edit session: what the app's sliders, the CLI and the tests drive. No Qt.
+
+It holds a base latent (a seed, a loaded latent or an inverted photo), the edit state on top of it (truncation ψ,
+style mixing, one amount per direction and optional per-direction layer ranges), an undo/redo history of every
+change, and the model(s) that render the result — typically the student and its teacher, from the same W+.
+
+Every state is immutable and the final W+ is recomputed from the base each time (mix → truncate → Σ α·d), so
+undoing, redoing or returning a slider to a previous value gives back bit-identical ws, and the render cache (last
+ws → image per model) then skips the network entirely.
+
+Rendering: `render()` renders now, on the caller's thread. `request_render()` returns at once; one worker thread
+renders the newest requested state only (requests made while it is busy are merged into one), stores it as
+`latest_frame()` and calls the callbacks on the worker thread (a Qt app re-emits them as a signal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.bench import prepare_for_cpu
+from engine.edit.layers import layer_groups
+from engine.edit.ops import apply_edits, style_mix, truncate
+from engine.errors import UserError
+from engine.io.directions import DirectionSet, load_directions
+from engine.io.latents import load_latent, save_latent, w_space_id
+from engine.models.generator import seeds_to_z
+from engine.render import to_uint8
+
+
+@dataclass(frozen=True, eq=False)
+class Mix:
+    ws: torch.Tensor  # [num_ws, w_dim] source of the mixed layers
+    layers: tuple[int, int]  # inclusive W+ range taken from the source
+    label: str = ""  # "seed 7", a file name, ...
+
+
+@dataclass(frozen=True, eq=False)
+class EditState:
+    """One point of the undo history. Never mutated: changes make a new state with dataclasses.replace."""
+
+    base: torch.Tensor  # [num_ws, w_dim]
+    base_info: dict = field(default_factory=dict)  # {"seed": 7} / {"latent": "x.npz"} / {"photo": ...}
+    psi: float = 1.0
+    cutoff: int | None = None
+    alphas: dict = field(default_factory=dict)  # direction name -> α (only non-zero amounts are kept)
+    layers: dict = field(default_factory=dict)  # direction name -> (a, b) overriding the direction's own range
+    mix: Mix | None = None
+
+
+@dataclass
+class Frame:
+    """A rendered state: uint8 [H, W, 3] images per model name (read-only: the cache shares them; copy before
+    drawing on one), the ws they came from, and per-model render time (0 when the image came from the cache)."""
+
+    version: int
+    ws: torch.Tensor  # [1, num_ws, w_dim]
+    images: dict = field(default_factory=dict)
+    ms: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def side_by_side(self, pad: int = 4, bg: int = 255) -> np.ndarray:
+        ims = list(self.images.values())
+        if not ims:
+            raise UserError("nothing was rendered in this frame")
+        h = max(im.shape[0] for im in ims)
+        w = sum(im.shape[1] for im in ims) + pad * (len(ims) - 1)
+        out = np.full((h, w, 3), bg, np.uint8)
+        x = 0
+        for im in ims:
+            out[: im.shape[0], x : x + im.shape[1]] = im
+            x += im.shape[1] + pad
+        return out
+
+
+def _name_models(models) -> dict:
+    if isinstance(models, Mapping):
+        named = dict(models)
+    else:
+        seq = [models] if isinstance(models, torch.nn.Module) else list(models)
+        named = {}
+        for G in seq:
+            base = "student" if G.is_student else "teacher"
+            name, k = base, 2
+            while name in named:
+                name, k = f"{base}{k}", k + 1
+            named[name] = G
+    if not named:
+        raise UserError("an edit session needs at least one model")
+    return named
+
+
+class EditSession:
+    """Edits on one latent, rendered by one or more models sharing a W space.
+
+    models: a Generator, a list of them (named 'student' / 'teacher' by architecture) or a {name: Generator} dict;
+    the first one's mapping network makes seeds. directions: a DirectionSet or a path to a direction file.
+    on_frame: called (on the worker thread) with every frame the worker renders.
+    """
+
+    def __init__(self, models, directions: DirectionSet | str | Path | None = None, *, noise_mode: str = "const",
+                 on_frame: Callable[[Frame], None] | None = None, prepare: bool = True):
+        self.models = _name_models(models)
+        G = self.G = next(iter(self.models.values()))
+        ids = {name: w_space_id(m) for name, m in self.models.items()}
+        if len(set(ids.values())) > 1 or any((m.num_ws, m.w_dim) != (G.num_ws, G.w_dim) for m in self.models.values()):
+            raise UserError(f"these models do not share a W space ({', '.join(f'{k}: {v}' for k, v in ids.items())});"
+                            " a student must carry its teacher's mapping network")
+        if prepare:
+            for m in self.models.values():
+                prepare_for_cpu(m)
+        self.num_ws, self.w_dim = G.num_ws, G.w_dim
+        self.w_avg = G.w_avg.detach().float().clone()
+        self.noise_mode = noise_mode
+        self.on_frame = on_frame
+        if directions is None:
+            self.directions = DirectionSet.for_model(G)
+        elif isinstance(directions, DirectionSet):
+            directions.check(G)
+            self.directions = directions
+        else:
+            self.directions = load_directions(directions, G)
+
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._render_lock = threading.Lock()
+        self._history = [EditState(base=self.w_avg[None].repeat(self.num_ws, 1), base_info={"w_avg": True})]
+        self._labels = ["start"]
+        self._keys: list = [None]
+        self._pos = 0
+        self._version = 0
+        self._ws_cache: tuple[int, torch.Tensor] | None = None
+        self._image_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+        self.render_counts = {name: 0 for name in self.models}  # network passes actually run, per model
+        self._latest: Frame | None = None
+        self._pending = None
+        self._pending_callbacks: list = []
+        self._worker: threading.Thread | None = None
+        self._busy = False
+        self._closed = False
+
+    # -- state and history -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> EditState:
+        with self._lock:
+            return self._history[self._pos]
+
+    @property
+    def version(self) -> int:
+        """Bumped by every change, undo and redo; frames carry the version they show."""
+        with self._lock:
+            return self._version
+
+    @property
+    def can_undo(self) -> bool:
+        with self._lock:
+            return self._pos > 0
+
+    @property
+    def can_redo(self) -> bool:
+        with self._lock:
+            return self._pos < len(self._history) - 1
+
+    @property
+    def undo_text(self) -> str:
+        with self._lock:
+            return self._labels[self._pos] if self._pos > 0 else ""
+
+    @property
+    def redo_text(self) -> str:
+        with self._lock:
+            return self._labels[self._pos + 1] if self._pos < len(self._history) - 1 else ""
+
+    def _push(self, new: EditState, label: str, key=None, merge: bool = False) -> bool:
+        with self._lock:
+            # A slider drag sends many values: with merge, consecutive changes of the same control are one undo step.
+            if merge and key is not None and self._pos > 0 and self._keys[self._pos] == key \
+                    and self._pos == len(self._history) - 1:
+                self._history[self._pos] = new
+                self._labels[self._pos] = label
+            else:
+                del self._history[self._pos + 1 :], self._labels[self._pos + 1 :], self._keys[self._pos + 1 :]
+                self._history.append(new)
+                self._labels.append(label)
+                self._keys.append(key)
+                self._pos += 1
+            self._version += 1
+            return True
+
+    def undo(self) -> bool:
+        with self._lock:
+            if self._pos == 0:
+                return False
+            self._pos -= 1
+            self._version += 1
+            return True
+
+    def redo(self) -> bool:
+        with self._lock:
+            if self._pos >= len(self._history) - 1:
+                return False
+            self._pos += 1
+            self._version += 1
+            return True
+
+    def history(self) -> list[str]:
+        """Labels of every change, oldest first (the current one is history()[position])."""
+        with self._lock:
+            return list(self._labels)
+
+    # -- the base latent ---------------------------------------------------------------------------------------------
+    def _as_w(self, ws, what: str) -> torch.Tensor:
+        ws = torch.as_tensor(ws).detach().float().cpu()
+        if ws.ndim == 1:
+            ws = ws[None].repeat(self.num_ws, 1)
+        if ws.ndim == 3 and ws.shape[0] == 1:
+            ws = ws[0]
+        if tuple(ws.shape) != (self.num_ws, self.w_dim):
+            raise UserError(f"{what} has shape {list(ws.shape)}; this model needs W+ [{self.num_ws}, {self.w_dim}]")
+        if not torch.isfinite(ws).all():
+            raise UserError(f"{what} contains NaN or infinite values")
+        return ws.clone()
+
+    def map_seed(self, seed: int) -> torch.Tensor:
+        """The untruncated W+ [num_ws, w_dim] of a seed."""
+        with torch.no_grad():
+            return self.G.mapping(seeds_to_z([seed], self.G.z_dim))[0].float().clone()
+
+    def set_base(self, ws, label: str = "", keep_edits: bool = True, **info) -> bool:
+        """A new base latent ([num_ws, w_dim], [1, num_ws, w_dim] or a w [w_dim]); info describes where it came from
+        (seed, latent file, photo and its alignment ...). Edits, ψ and mixing stay unless keep_edits=False."""
+        ws = self._as_w(ws, label or "the latent")
+        with self._lock:
+            cur = self.state
+            new = dataclasses.replace(cur, base=ws, base_info=dict(info)) if keep_edits else \
+                EditState(base=ws, base_info=dict(info))
+            return self._push(new, label or "new latent", ("base",))
+
+    def set_seed(self, seed: int, **kw) -> bool:
+        return self.set_base(self.map_seed(int(seed)), label=f"seed {int(seed)}", seed=int(seed), **kw)
+
+    def load_latent(self, path, index: int = 0, **kw) -> bool:
+        ws, meta = load_latent(path, self.G)
+        if not 0 <= index < len(ws):
+            raise UserError(f"{Path(path).name} holds {len(ws)} latent(s); index {index} is out of range")
+        info = {k: v for k, v in meta.items() if k not in ("format", "version", "w_space_id", "num_ws", "w_dim")}
+        return self.set_base(ws[index], label=f"latent {Path(path).name}", latent=str(path), index=index,
+                             meta=info, **kw)
+
+    # -- edits -------------------------------------------------------------------------------------------------------
+    def alpha(self, name: str) -> float:
+        return float(self.state.alphas.get(name, 0.0))
+
+    def set_alpha(self, name: str, alpha: float, merge: bool = False) -> bool:
+        """Set the amount of one direction. Returns False (no history entry) when nothing changes."""
+        d = self.directions[name]
+        alpha = float(alpha)
+        with self._lock:
+            cur = self.state
+            if cur.alphas.get(d.name, 0.0) == alpha:
+                return False
+            alphas = {k: v for k, v in cur.alphas.items() if k != d.name}
+            if alpha != 0.0:
+                alphas[d.name] = alpha
+            return self._push(dataclasses.replace(cur, alphas=alphas), f"{d.name} {alpha:+.2f}", ("alpha", d.name),
+                              merge)
+
+    def nudge(self, name: str, delta: float) -> bool:
+        """Add delta to a direction's amount (+α then −α returns exactly to where it was when the sum is exact)."""
+        with self._lock:
+            return self.set_alpha(name, self.alpha(name) + float(delta))
+
+    def edit_layers(self, name: str) -> tuple[int, int]:
+        return tuple(self.state.layers.get(name, self.directions[name].layers))
+
+    def set_layers(self, name: str, layers: tuple[int, int] | str | None) -> bool:
+        """Restrict a direction to W+ layers [a, b] (or a group: 'coarse', 'middle', 'fine', 'all'); None restores
+        the direction's own range."""
+        from engine.edit.layers import parse_layers
+
+        d = self.directions[name]
+        rng = d.layers if layers is None else (
+            parse_layers(layers, self.num_ws) if isinstance(layers, str) else tuple(int(v) for v in layers))
+        if not 0 <= rng[0] <= rng[1] < self.num_ws:
+            raise UserError(f"layer range {rng[0]}-{rng[1]} is outside 0-{self.num_ws - 1}")
+        with self._lock:
+            cur = self.state
+            if self.edit_layers(d.name) == rng:
+                return False
+            new_layers = {k: v for k, v in cur.layers.items() if k != d.name}
+            if rng != d.layers:
+                new_layers[d.name] = rng
+            return self._push(dataclasses.replace(cur, layers=new_layers), f"{d.name} layers {rng[0]}-{rng[1]}",
+                              ("layers", d.name))
+
+    def set_psi(self, psi: float, cutoff: int | None = None, merge: bool = False) -> bool:
+        """Truncation ψ toward w_avg (1 = none) on the first `cutoff` layers (all when None)."""
+        psi = float(psi)
+        if cutoff is not None and not 0 < int(cutoff) <= self.num_ws:
+            raise UserError(f"truncation cutoff must be 1-{self.num_ws}, not {cutoff}")
+        with self._lock:
+            cur = self.state
+            if cur.psi == psi and cur.cutoff == cutoff:
+                return False
+            return self._push(dataclasses.replace(cur, psi=psi, cutoff=cutoff), f"ψ {psi:.2f}", ("psi",), merge)
+
+    def set_mix(self, source, layers: tuple[int, int] | str, label: str = "") -> bool:
+        """Style mixing: take W+ layers [a, b] (or 'coarse' / 'middle' / 'fine') from `source`, a seed (int) or a
+        latent ([num_ws, w_dim] / [1, num_ws, w_dim] / w)."""
+        if isinstance(layers, str):
+            from engine.edit.layers import parse_layers
+
+            layers = parse_layers(layers, self.num_ws)
+        a, b = (int(v) for v in layers)
+        if not 0 <= a <= b < self.num_ws:
+            raise UserError(f"mixing layer range {a}-{b} is outside 0-{self.num_ws - 1}")
+        if isinstance(source, (int, np.integer)):
+            ws, label = self.map_seed(int(source)), label or f"seed {int(source)}"
+        else:
+            ws = self._as_w(source, label or "the mixing source")
+        with self._lock:
+            cur = self.state
+            return self._push(dataclasses.replace(cur, mix=Mix(ws, (a, b), label)),
+                              f"mix {a}-{b} from {label or 'latent'}", ("mix",))
+
+    def clear_mix(self) -> bool:
+        with self._lock:
+            cur = self.state
+            if cur.mix is None:
+                return False
+            return self._push(dataclasses.replace(cur, mix=None), "no mixing", ("mix",))
+
+    def reset(self) -> bool:
+        """Back to the bare base latent: no edits, no layer overrides, ψ = 1, no mixing (undoable)."""
+        with self._lock:
+            cur = self.state
+            if not cur.alphas and not cur.layers and cur.psi == 1.0 and cur.mix is None:
+                return False
+            return self._push(EditState(base=cur.base, base_info=cur.base_info), "reset", ("reset",))
+
+    # -- directions --------------------------------------------------------------------------------------------------
+    def add_directions(self, dset: DirectionSet | str | Path, replace: bool = False) -> None:
+        if not isinstance(dset, DirectionSet):
+            dset = load_directions(dset, self.G)
+        dset.check(self.G)
+        with self._lock:
+            self.directions.extend(dset, replace=replace)
+            self._version += 1  # a replaced vector changes what the same amounts mean
+            self._ws_cache = None
+
+    def rename_direction(self, old: str, new: str) -> None:
+        """Rename a direction (e.g. 'sefa3' → 'smile'); every state in the history follows the new name."""
+        with self._lock:
+            self.directions.rename(old, new)
+            ren = lambda d: {(new if k == old else k): v for k, v in d.items()}  # noqa: E731
+            self._history = [dataclasses.replace(s, alphas=ren(s.alphas), layers=ren(s.layers)) for s in self._history]
+            self._keys = [(k[0], new) if k and len(k) == 2 and k[1] == old else k for k in self._keys]
+
+    def layer_groups(self) -> dict[str, tuple[int, int]]:
+        return layer_groups(self.num_ws)
+
+    # -- the result --------------------------------------------------------------------------------------------------
+    def compute_ws(self, state: EditState | None = None) -> torch.Tensor:
+        """The edited W+ [1, num_ws, w_dim] of a state (default: the current one)."""
+        with self._lock:
+            if state is None and self._ws_cache is not None and self._ws_cache[0] == self._version:
+                return self._ws_cache[1]
+            s = self.state if state is None else state
+            ws = s.base[None]
+            if s.mix is not None:
+                ws = style_mix(ws, s.mix.ws, s.mix.layers)
+            ws = truncate(ws, self.w_avg, s.psi, s.cutoff)
+            edits = [(self.directions[name], alpha, s.layers.get(name)) for name, alpha in s.alphas.items()]
+            ws = apply_edits(ws, edits) if edits else ws.clone()
+            if state is None:
+                self._ws_cache = (self._version, ws)
+            return ws
+
+    def ws(self) -> torch.Tensor:
+        return self.compute_ws()
+
+    def save_latent(self, path, **meta) -> Path:
+        """Write the edited W+ with a description of how it was made (base, ψ, mixing, edits)."""
+        with self._lock:
+            s, ws = self.state, self.compute_ws()
+        info = {
+            "base": s.base_info, "psi": s.psi, "cutoff": s.cutoff,
+            "edits": {k: {"alpha": v, "layers": list(self.edit_layers(k))} for k, v in s.alphas.items()},
+            "mix": None if s.mix is None else {"layers": list(s.mix.layers), "source": s.mix.label},
+            **meta,
+        }
+        return save_latent(path, ws, self.G, **info)
+
+    def _render_ws(self, ws: torch.Tensor, version: int, which) -> Frame:
+        names = list(self.models) if which is None else [which] if isinstance(which, str) else list(which)
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            raise UserError(f"no model named {unknown[0]!r} in this session (have {', '.join(self.models)})")
+        frame = Frame(version=version, ws=ws)
+        with self._render_lock, torch.inference_mode():
+            for name in names:
+                hit = self._image_cache.get(name)
+                if hit is not None and torch.equal(hit[0], ws):
+                    frame.images[name], frame.ms[name] = hit[1], 0.0
+                    continue
+                t = time.perf_counter()
+                img = to_uint8(self.models[name].synthesis(ws, noise_mode=self.noise_mode))[0]
+                img.setflags(write=False)  # shared by the cache and every frame that reuses it
+                frame.ms[name] = (time.perf_counter() - t) * 1000
+                frame.images[name] = img
+                self._image_cache[name] = (ws, img)
+                self.render_counts[name] += 1
+        return frame
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            if self._latest is None or frame.version >= self._latest.version:
+                self._latest = frame
+            self._cond.notify_all()
+
+    def render(self, which=None) -> Frame:
+        """Render the current state now (on this thread); `which` limits it to some model names."""
+        with self._lock:
+            ws, version = self.compute_ws(), self._version
+        frame = self._render_ws(ws, version, which)
+        self._publish(frame)
+        return frame
+
+    def request_render(self, callback: Callable[[Frame], None] | None = None, which=None) -> int:
+        """Ask for a frame of the current state without waiting. Requests made while the worker is busy are merged:
+        only the newest state is rendered, and every merged request's callback receives that frame. Returns the
+        version the frame will show (at least)."""
+        with self._cond:
+            if self._closed:
+                raise UserError("this edit session is closed")
+            version = self._version
+            prev_which = self._pending[2] if self._pending is not None else ()
+            if which is None or prev_which is None:
+                merged = None
+            else:
+                merged = tuple(dict.fromkeys([*prev_which, *([which] if isinstance(which, str) else which)]))
+            self._pending = (version, self.compute_ws(), merged)
+            if callback is not None:
+                self._pending_callbacks.append(callback)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="blazestudio-render", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+            return version
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                (version, ws, which), self._pending = self._pending, None
+                callbacks, self._pending_callbacks = self._pending_callbacks, []
+                self._busy = True
+            try:
+                frame = self._render_ws(ws, version, which)
+            except Exception as e:  # reported to the caller through the frame; the worker keeps serving
+                frame = Frame(version=version, ws=ws, error=f"{type(e).__name__}: {e}")
+            self._publish(frame)
+            for cb in [*callbacks, self.on_frame]:
+                if cb is not None:
+                    try:
+                        cb(frame)
+                    except Exception:  # a broken callback must not stop rendering
+                        import traceback
+
+                        traceback.print_exc()
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def latest_frame(self) -> Frame | None:
+        """The newest finished frame (maybe older than the current state); never waits."""
+        with self._lock:
+            return self._latest
+
+    def wait_for_frame(self, version: int | None = None, timeout: float | None = None) -> Frame | None:
+        """Block until a frame of at least `version` (default: the current one) exists; None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            want = self._version if version is None else version
+            while self._latest is None or self._latest.version < want:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._latest
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no request is pending or rendering."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
