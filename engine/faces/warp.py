@@ -63,12 +63,17 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int, border: str = "ref
     y1 = int(np.clip(math.ceil(quad[:, 1].max() + margin) + 1, y0 + 1, h))
     roi = image[y0:y1, x0:x1]
     m = quad_matrix(quad - [x0, y0], grid)
-    if scale < 1.0:
-        rw, rh = max(1, round(roi.shape[1] * scale)), max(1, round(roi.shape[0] * scale))
-        fx, fy = rw / roi.shape[1], rh / roi.shape[0]
-        roi = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
-        # Shrunk pixel q sits at roi pixel (q + 0.5) / f - 0.5.
-        pre = np.array([[1 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1 / fy, 0.5 / fy - 0.5], [0.0, 0.0, 1.0]])
+    k = int(1.0 / scale) if scale < 1.0 else 1
+    if k >= 2:
+        # Shrink by a whole factor (like FFHQ's `shrink`): OpenCV's area filter has a fast path for those (3x faster
+        # than an arbitrary ratio on a 4000-pixel photo) and the bilinear warp is then left with a scale in (0.5, 1].
+        # The ROI is first padded to a multiple of k the same way the warp treats the photo's edges.
+        ph, pw = -roi.shape[0] % k, -roi.shape[1] % k
+        if ph or pw:
+            roi = cv2.copyMakeBorder(roi, 0, ph, 0, pw, BORDERS[border])
+        roi = cv2.resize(roi, (roi.shape[1] // k, roi.shape[0] // k), interpolation=cv2.INTER_AREA)
+        # Shrunk pixel q covers roi pixels qk .. qk + k - 1, centred at (q + 0.5) k - 0.5.
+        pre = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
         m = m @ pre
     warped = cv2.warpAffine(
         np.ascontiguousarray(roi), m, (grid, grid), flags=cv2.INTER_LINEAR, borderMode=BORDERS[border]
