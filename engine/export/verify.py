@@ -1,0 +1,104 @@
+"""Numerical verification of exported files against PyTorch: run them in their own runtimes (onnxruntime, the LiteRT
+interpreter) on fixed latents and compare.
+
+Tolerances: FP32 files must match PyTorch's raw output to 1e-3 (max abs); FP16 files are judged on the picture, by
+PSNR ≥ 40 dB on 0..1 images (FP16 weights alone cost ~1e-3 relative error, which is invisible but far above 1e-3
+absolute after a dozen layers).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FP32_MAX_ABS = 1e-3
+FP16_MIN_PSNR = 40.0
+PSNR_CAP = 200.0  # identical outputs: report a finite number (JSON has no infinity)
+
+
+def to_unit(x: np.ndarray) -> np.ndarray:
+    """Raw generator output (about -1..1) → the 0..1 picture a user sees."""
+    return np.clip((np.asarray(x, np.float64) + 1) / 2, 0, 1)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two raw outputs, measured on their 0..1 pictures."""
+    mse = float(np.mean((to_unit(a) - to_unit(b)) ** 2))
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(1.0 / mse))
+
+
+def compare(outputs: list[np.ndarray], references: list[np.ndarray], images: bool) -> dict:
+    diffs = [np.abs(np.asarray(o, np.float64) - np.asarray(r, np.float64)) for o, r in zip(outputs, references)]
+    out = {
+        "max_abs": float(max(d.max() for d in diffs)),
+        "mean_abs": float(np.mean([d.mean() for d in diffs])),
+    }
+    if images:
+        out["psnr_db"] = float(min(psnr(o, r) for o, r in zip(outputs, references)))
+    return out
+
+
+def judge(metrics: dict, precision: str, psnr_key: str = "psnr_db") -> dict:
+    """Adds `tolerance` and `passed` to the metrics of one file."""
+    if precision == "fp32":
+        metrics["tolerance"] = f"max abs ≤ {FP32_MAX_ABS:g}"
+        metrics["passed"] = bool(metrics["max_abs"] <= FP32_MAX_ABS)
+    else:
+        metrics["tolerance"] = f"PSNR ≥ {FP16_MIN_PSNR:g} dB"
+        metrics["passed"] = bool(metrics[psnr_key] >= FP16_MIN_PSNR)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runtimes: each returns a function array → array (batch 1, the exported shapes).
+
+
+def onnx_runner(path: Path, input_name: str, output_name: str, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run([output_name], {input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def tflite_runner(path: Path, input_name: str, output_name: str, threads: int = 1, signature: str = "serving_default"):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    runner = it.get_signature_runner(signature)
+    return lambda x: runner(**{input_name: np.ascontiguousarray(x, np.float32)})[output_name]
+
+
+def run_all(run, inputs: np.ndarray) -> list[np.ndarray]:
+    return [np.array(run(inputs[i : i + 1])) for i in range(len(inputs))]
+
+
+def verify_synthesis(run, ws: np.ndarray, images: np.ndarray, precision: str) -> dict:
+    """`run` maps ws [1, num_ws, w_dim] → raw image; compared with PyTorch's `images` for every sample."""
+    outs = run_all(run, ws)
+    shapes = {tuple(o.shape) for o in outs}
+    if shapes != {(1, *images.shape[1:])}:
+        return {"passed": False, "error": f"output shape {sorted(shapes)} != {[1, *images.shape[1:]]}"}
+    return judge(compare(outs, [images[i : i + 1] for i in range(len(images))], images=True), precision)
+
+
+def verify_mapping(run, z: np.ndarray, w: np.ndarray, G, precision: str) -> dict:
+    """`run` maps z [1, z_dim] → w [1, w_dim]. Besides the error in w, the pictures that PyTorch's synthesis makes
+    from the runtime's w and from PyTorch's w are compared (PSNR), which is what an FP16 mapping is judged on."""
+    outs = run_all(run, z)
+    shapes = {tuple(o.shape) for o in outs}
+    if shapes != {(1, w.shape[1])}:
+        return {"passed": False, "error": f"output shape {sorted(shapes)} != [1, {w.shape[1]}]"}
+    metrics = compare(outs, [w[i : i + 1] for i in range(len(w))], images=False)
+    with torch.no_grad():
+        def image(v):
+            return G.synthesis(torch.from_numpy(np.asarray(v, np.float32))[:, None].repeat(1, G.num_ws, 1)).numpy()
+
+        metrics["image_psnr_db"] = float(min(psnr(image(o), image(w[i : i + 1])) for i, o in enumerate(outs)))
+    return judge(metrics, precision, psnr_key="image_psnr_db")
