@@ -28,7 +28,7 @@ def run(args) -> int:
     if args.exported:
         from engine.export.bench import bench_exported
 
-        return bench_exported(Path(args.exported), repeats=args.repeats, out=args.out)
+        return bench_exported(Path(args.exported), repeats=args.repeats, out=args.out, threads=args.threads or 2)
     configs = standard_configs()
     names = args.only.split(",") if args.only else list(configs)
     results = {}
