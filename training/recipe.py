@@ -112,14 +112,23 @@ def fit_teacher(args) -> int:
     from engine.models.perceptual import PerceptualLoss
 
     lpips = PerceptualLoss("mobilenet_v2", resize=0).to(device)
-    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    # StyleGAN's 0.01 learning-rate multiplier on the mapping network keeps GAN training stable, but in a supervised fit
+    # it freezes z → w near its random start and the synthesis can only learn the mean face: boost it.
+    groups = [
+        {"params": list(G.synthesis.parameters()), "lr": args.lr},
+        {"params": list(G.mapping.parameters()), "lr": args.lr * args.mapping_lr_boost},
+    ]
+    opt = torch.optim.Adam(groups, betas=(0.9, 0.99))
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():
         st = torch.load(ckpt_path, map_location=device, weights_only=True)
         G.load_state_dict(st["G"])
         G_ema.load_state_dict(st["G_ema"])
-        opt.load_state_dict(st["opt"])
+        try:
+            opt.load_state_dict(st["opt"])
+        except ValueError:
+            print("optimiser layout changed; continuing with fresh optimiser state", file=sys.stderr)
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
@@ -193,6 +202,7 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lpips-weight", type=float, default=1.0)
+    t.add_argument("--mapping-lr-boost", type=float, default=30.0, help="× lr for the mapping network")
     t.add_argument("--ema", type=float, default=0.995)
     t.add_argument("--save-every", type=int, default=250)
     t.add_argument("--seed", type=int, default=0)
