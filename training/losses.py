@@ -1,0 +1,107 @@
+"""Distillation and adversarial losses, kept apart from the training loop.
+
+Distillation (BlazeStyleGAN, Jia et al. 2023): every auxiliary UpToRGB head of the student is compared with the
+teacher's image at the same resolution — a perceptual distance plus a pixel L1 — so each level learns to carry the
+content the teacher has at that scale. Adversarial: StyleGAN2's non-saturating logistic loss with lazy R1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.perceptual import PerceptualLoss
+
+
+def default_perceptual_size(resolution: int) -> int:
+    """Size at which a head of this resolution is compared: small heads are upsampled to 128 (the backbone's deep
+    layers would otherwise see mostly padding, see engine.models.perceptual), large ones capped at 256 (LPIPS'
+    usual working size; the cost grows with the square)."""
+    return min(max(resolution, 128), 256)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+
+
+class DistillationLoss(nn.Module):
+    """Multi-scale perceptual + L1 loss between the student's heads and the teacher's images at the same sizes.
+
+    forward(student_images, teacher_images) takes the student's `return_aux` list (8 … R) and the teacher's images
+    keyed by resolution (its `return_aux` list gives 4 … R), and returns a dict of scalar terms:
+    "perceptual" and "l1" (each the mean over heads) and "distill" (their weighted sum).
+    """
+
+    def __init__(
+        self,
+        perceptual: PerceptualLoss,  # built with resize=0: this class resizes (all heads of one size in one pass)
+        perceptual_weight: float = 1.0,
+        l1_weight: float = 1.0,
+        perceptual_size: int | None = None,  # compare every head at this size; None: default_perceptual_size(res)
+    ):
+        super().__init__()
+        self.perceptual = perceptual
+        self.perceptual_weight, self.l1_weight = perceptual_weight, l1_weight
+        self.perceptual_size = perceptual_size
+
+    def size_for(self, resolution: int) -> int:
+        return self.perceptual_size or default_perceptual_size(resolution)
+
+    def perceptual_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        """Per-head mean perceptual distance [H]. Heads compared at the same size share one backbone pass."""
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(student):
+            groups.setdefault(self.size_for(s.shape[-1]), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(student)
+        for size, idx in groups.items():
+            xs = torch.cat([resize(student[i], size) for i in idx])
+            with torch.no_grad():  # the targets' features need no backward pass: half the backbone's cost
+                fy = self.perceptual.features(torch.cat([resize(teacher[i], size) for i in idx]).to(xs.dtype))
+            fx = self.perceptual.features(xs)
+            # engine.models.perceptual's per-layer distance: squared chord between unit feature vectors, averaged
+            # over positions.
+            d = torch.stack([(a - b).float().square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fx, fy)], dim=1)
+            reduced = d.mean(dim=1) if self.perceptual.reduce_layers == "mean" else d.sum(dim=1)
+            for j, per_head in zip(idx, reduced.reshape(len(idx), -1).mean(dim=1)):
+                out[j] = per_head
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def forward(self, student: list[torch.Tensor], teacher: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+        try:
+            targets = [teacher[s.shape[-1]] for s in student]
+        except KeyError as e:
+            raise ValueError(f"the teacher has no image at {e.args[0]}px to compare the student's head with") from None
+        terms = {}
+        zero = student[-1].new_zeros((), dtype=torch.float32)
+        if self.perceptual_weight > 0:
+            terms["perceptual"] = self.perceptual_terms(student, targets).mean()
+        else:
+            terms["perceptual"] = zero
+        terms["l1"] = torch.stack([(s.float() - t.float()).abs().mean() for s, t in zip(student, targets)]).mean()
+        terms["distill"] = self.perceptual_weight * terms["perceptual"] + self.l1_weight * terms["l1"]
+        return terms
+
+
+def generator_adversarial(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic loss of the generator: softplus(-D(G(w)))."""
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def discriminator_adversarial(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Logistic loss of the discriminator: softplus(D(fake)) + softplus(-D(real))."""
+    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of ‖∇ₓ D(x)‖² at real images (R1, Mescheder et al. 2018); `reals` must require grad."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), reals, create_graph=True)
+    return grad.float().square().sum(dim=[1, 2, 3]).mean()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB of two [-1, 1] image batches (peak-to-peak 2, so an MSE of 4 is 0 dB)."""
+    mse = (x.float().clamp(-1, 1) - y.float().clamp(-1, 1)).square().mean(dim=[1, 2, 3])
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
