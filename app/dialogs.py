@@ -1,0 +1,375 @@
+"""Non-modal dialogs that run long jobs: the slider sweep (video / GIF) and the mobile export."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QFontDatabase
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.workers import run_task
+
+
+def _path_row(edit: QLineEdit, browse) -> QWidget:
+    w = QWidget()
+    h = QHBoxLayout(w)
+    h.setContentsMargins(0, 0, 0, 0)
+    h.addWidget(edit, 1)
+    b = QPushButton("Browse…")
+    b.clicked.connect(browse)
+    h.addWidget(b)
+    return w
+
+
+class JobDialog(QDialog):
+    """A form, a progress bar, a result line and Run / Close buttons; subclasses fill the form and the job."""
+
+    run_text = "Run"
+
+    def __init__(self, parent, title: str):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setWindowModality(Qt.NonModal)
+        self.setAttribute(Qt.WA_DeleteOnClose, False)
+        self.setMinimumWidth(580)
+        self.form = QFormLayout()
+        self.form.setLabelAlignment(Qt.AlignRight)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setVisible(False)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.buttons = QDialogButtonBox()
+        self.run_button = self.buttons.addButton(self.run_text, QDialogButtonBox.AcceptRole)
+        self.run_button.setObjectName("primary")
+        self.close_button = self.buttons.addButton("Close", QDialogButtonBox.RejectRole)
+        self.run_button.clicked.connect(self.start)
+        self.close_button.clicked.connect(self.close)
+        v = QVBoxLayout(self)
+        v.addLayout(self.form)
+        v.addWidget(self.progress)
+        v.addWidget(self.result)
+        v.addWidget(self.buttons)
+        self.task = None
+        self.outcome = None  # the job's return value, once done
+
+    def set_running(self, running: bool):
+        self.progress.setVisible(running)
+        self.run_button.setEnabled(not running)
+        if running:
+            self.progress.setValue(0)
+            self.result.setText("")
+
+    def on_progress(self, frac: float, text: str):
+        if frac < 0:
+            self.progress.setRange(0, 0)  # busy
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(frac * 1000))
+        if text:
+            self.progress.setFormat(text)
+
+    def show_result(self, text: str, ok: bool = True):
+        colour = "#8fd18f" if ok else "#e5534b"
+        self.result.setText(f"<span style='color:{colour}'>{text}</span>")
+
+    def start(self):
+        raise NotImplementedError
+
+    def closeEvent(self, e):
+        if self.task is not None and self.task.running:
+            self.task.cancel()
+        super().closeEvent(e)
+
+
+class SweepDialog(JobDialog):
+    """Render one direction swept over a range, with everything else as the editor shows it, to MP4 or GIF."""
+
+    run_text = "Render"
+
+    def __init__(self, window, bridge, names: list[str], folder: str):
+        super().__init__(window, "Export slider sweep")
+        self.window_, self.bridge = window, bridge
+        self.direction = QComboBox()
+        self.direction.addItems(names)
+        self.lo = QDoubleSpinBox()
+        self.hi = QDoubleSpinBox()
+        for sb in (self.lo, self.hi):
+            sb.setRange(-1000, 1000)
+            sb.setDecimals(2)
+            sb.setSingleStep(0.5)
+        self.direction.currentTextChanged.connect(self._range_from_direction)
+        rng = QWidget()
+        h = QHBoxLayout(rng)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.lo)
+        h.addWidget(QLabel("to"))
+        h.addWidget(self.hi)
+        self.frames = QSpinBox()
+        self.frames.setRange(2, 1000)
+        self.frames.setValue(48)
+        self.fps = QDoubleSpinBox()
+        self.fps.setRange(1, 60)
+        self.fps.setValue(24)
+        self.bounce = QCheckBox("There and back (seamless loop)")
+        self.bounce.setChecked(True)
+        self.teacher = QCheckBox("Teacher beside the student")
+        self.teacher.setEnabled(bridge.has_teacher)
+        self.photo = QCheckBox("Pasted into the photo")
+        self.photo.setEnabled(window.mode == "photo" and window.photo is not None)
+        self.photo.setChecked(self.photo.isEnabled())
+        self.out_path = QLineEdit(str(Path(folder) / "sweep.gif"))
+        self.form.addRow("Direction", self.direction)
+        self.form.addRow("Amounts", rng)
+        self.form.addRow("Frames", self.frames)
+        self.form.addRow("Frames per second", self.fps)
+        self.form.addRow("", self.bounce)
+        self.form.addRow("", self.teacher)
+        self.form.addRow("", self.photo)
+        self.form.addRow("Save as (.gif / .mp4)", _path_row(self.out_path, self._browse))
+        cur = window.dir_panel.rows
+        key = next((k for k, r in cur.items() if r.strength() != 0), names[0] if names else None)
+        if key:
+            self.direction.setCurrentText(key)
+        self._range_from_direction(self.direction.currentText())
+
+    def _range_from_direction(self, name):
+        s = self.bridge.session
+        if s is None or name not in s.directions:
+            return
+        lo, hi = s.directions[name].slider
+        self.lo.setValue(lo)
+        self.hi.setValue(hi)
+
+    def _browse(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save sweep", self.out_path.text(),
+                                              "GIF (*.gif);;MP4 video (*.mp4)")
+        if path:
+            self.out_path.setText(path)
+
+    def start(self):
+        from engine.cli.sweep import alphas_for, write_video
+
+        s = self.bridge.session
+        name = self.direction.currentText()
+        out = self.out_path.text().strip()
+        if not out:
+            self.show_result("choose where to save the sweep", False)
+            return
+        try:
+            alphas = alphas_for(self.lo.value(), self.hi.value(), self.frames.value(), self.bounce.isChecked())
+        except Exception as e:  # noqa: BLE001
+            self.show_result(str(e), False)
+            return
+        state = s.state
+        states = [dataclasses.replace(state, alphas={**state.alphas, name: float(a)}) for a in alphas]
+        models = [s.models["main"]] + ([s.models["teacher"]] if self.teacher.isChecked() else [])
+        win = self.window_
+        photo = win.photo if self.photo.isChecked() else None
+        fps = self.fps.value()
+
+        def job(ctx):
+            import torch
+
+            from engine.faces import paste_back
+            from engine.render import to_uint8
+
+            frames = []
+            for i, st in enumerate(states):
+                ctx.check()
+                ws = s.compute_ws(st)
+                tiles = []
+                with torch.inference_mode():
+                    for G in models:
+                        img = to_uint8(G.synthesis(ws, noise_mode=s.noise_mode))[0]
+                        tiles.append(paste_back(photo.rgb, img, photo.aligned) if photo is not None else img)
+                frames.append(_side_by_side(tiles))
+                ctx.progress(i + 1, len(states), f"frame {i + 1}/{len(states)}")
+            ctx.progress(1, 1, "writing…")
+            return write_video(frames, out, fps=fps)
+
+        self.set_running(True)
+
+        def done(path):
+            self.set_running(False)
+            self.outcome = path
+            self.show_result(f"wrote {path} ({len(states)} frames)")
+
+        def failed(msg):
+            self.set_running(False)
+            self.show_result(msg, False)
+
+        def cancelled():
+            self.set_running(False)
+            self.show_result("cancelled", False)
+
+        self.task = run_task(job, done=done, failed=failed, cancelled=cancelled, progress=self.on_progress)
+
+
+def _side_by_side(tiles: list[np.ndarray], pad: int = 4) -> np.ndarray:
+    if len(tiles) == 1:
+        return tiles[0]
+    h = max(t.shape[0] for t in tiles)
+    w = sum(t.shape[1] for t in tiles) + pad * (len(tiles) - 1)
+    out = np.zeros((h, w, 3), np.uint8)
+    x = 0
+    for t in tiles:
+        out[: t.shape[0], x : x + t.shape[1]] = t
+        x += t.shape[1] + pad
+    # Video encoders want even sizes.
+    return out[: h - h % 2, : w - w % 2]
+
+
+class ExportDialog(JobDialog):
+    """Drives engine.export.export_model: formats, precision, output folder, progress, the verification result."""
+
+    run_text = "Export"
+
+    def __init__(self, window, models, settings):
+        super().__init__(window, "Export for mobile")
+        self.window_, self.models, self.settings = window, models, settings
+        G = models.G
+        self.formats = {}
+        fmts = QWidget()
+        h = QHBoxLayout(fmts)
+        h.setContentsMargins(0, 0, 0, 0)
+        for key, label, tip in (
+            ("coreml", "Core ML", "iOS / macOS .mlpackage (structural checks; Core ML runs only on Apple devices)"),
+            ("tflite", "TFLite", "Android / LiteRT .tflite, FP32 and FP16, run and compared here"),
+            ("onnx", "ONNX", "onnxruntime (desktop, web, mobile), run and compared here"),
+        ):
+            cb = QCheckBox(label)
+            cb.setToolTip(tip)
+            cb.setChecked(settings.value(f"export/{key}", True, bool))
+            self.formats[key] = cb
+            h.addWidget(cb)
+        h.addStretch(1)
+        self.precision = QComboBox()
+        self.precision.addItems(["fp16", "fp32"])
+        self.precision.setCurrentText(settings.value("export/precision", "fp16", str))
+        self.precision.setToolTip("Core ML's precision; TFLite is always written in both, ONNX in FP32")
+        self.with_directions = QCheckBox("Include the direction set (sliders on the phone)")
+        self.with_directions.setChecked(True)
+        default_out = Path(settings.value("dirs/export", str(Path.home()), str)) / f"{Path(G.source_path).stem}-export"
+        self.out_path = QLineEdit(str(default_out))
+        self.force = QCheckBox("Replace an earlier export in this folder")
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setVisible(False)
+        self.details.setMinimumHeight(140)
+        self.details.setLineWrapMode(QPlainTextEdit.NoWrap)
+        self.details.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.open_folder = QPushButton("Open folder")
+        self.open_folder.setVisible(False)
+        self.open_folder.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.out_path.text())))
+        self.form.addRow("Model", QLabel(f"{Path(G.source_path).name} · {G.cfg.arch} · {G.resolution} px"))
+        self.form.addRow("Formats", fmts)
+        self.form.addRow("Precision", self.precision)
+        self.form.addRow("", self.with_directions)
+        self.form.addRow("Output folder", _path_row(self.out_path, self._browse))
+        self.form.addRow("", self.force)
+        self.layout().insertWidget(3, self.details)
+        self.buttons.addButton(self.open_folder, QDialogButtonBox.ActionRole)
+        if not G.is_student:
+            self.show_result("this is a StyleGAN2 teacher: exports are for BlazeStyleGAN students", False)
+            self.run_button.setEnabled(False)
+
+    def _browse(self):
+        path = QFileDialog.getExistingDirectory(self, "Export folder", str(Path(self.out_path.text()).parent))
+        if path:
+            self.out_path.setText(str(Path(path) / Path(self.out_path.text()).name))
+
+    def start(self):
+        from engine.export import export_model
+        from engine.export.exporter import summary
+
+        fmts = [k for k, cb in self.formats.items() if cb.isChecked()]
+        if not fmts:
+            self.show_result("choose at least one format", False)
+            return
+        out = Path(self.out_path.text().strip())
+        precision = self.precision.currentText()
+        force = self.force.isChecked()
+        for k, cb in self.formats.items():
+            self.settings.setValue(f"export/{k}", cb.isChecked())
+        self.settings.setValue("export/precision", precision)
+        self.settings.setValue("dirs/export", str(out.parent))
+        bridge = self.window_.bridge
+        dset = bridge.session.directions if (self.with_directions.isChecked() and bridge.session) else None
+        G = self.models.G
+        takes_callback = "callback" in inspect.signature(export_model).parameters
+
+        def job(ctx):
+            import copy
+
+            from engine.io.directions import save_directions
+
+            # The converters trace the network; a private copy keeps that away from the live renders.
+            model = copy.deepcopy(G)
+
+            ctx.progress(-1, 1, "exporting… (converting and verifying each file)")
+            with tempfile.TemporaryDirectory(prefix="blazestudio-export-") as tmp:
+                dpath = None
+                if dset is not None and len(dset):
+                    dpath = save_directions(Path(tmp) / "directions.npz", dset)
+                kw = {}
+                if takes_callback:
+                    kw["callback"] = lambda step, total, text="": ctx.progress(step, total, text)
+                try:
+                    manifest = export_model(model, out, fmts, precision, directions=dpath, force=force,
+                                            progress=False, **kw)
+                    return manifest, None
+                except Exception as e:  # noqa: BLE001 - a failed verification still wrote files worth showing
+                    from engine.export import VerificationError
+
+                    if isinstance(e, VerificationError) and (out / "manifest.json").exists():
+                        import json
+
+                        return json.loads((out / "manifest.json").read_text()), str(e)
+                    raise
+            return None
+
+        self.set_running(True)
+        self.details.setVisible(False)
+
+        def done(result):
+            manifest, error = result
+            self.set_running(False)
+            self.outcome = manifest
+            self.details.setPlainText(summary(manifest, out))
+            self.details.setVisible(True)
+            self.open_folder.setVisible(True)
+            if error is None and manifest["verification"]["passed"]:
+                n = len(manifest["models"])
+                self.show_result(f"✓ {n} file{'s' if n != 1 else ''} exported and verified in {out}")
+            else:
+                self.show_result(f"✗ {error or 'verification failed'}", False)
+
+        def failed(msg):
+            self.set_running(False)
+            self.show_result(msg, False)
+
+        self.task = run_task(job, done=done, failed=failed, progress=self.on_progress)

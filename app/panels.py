@@ -1,0 +1,466 @@
+"""The side panel's groups. Each is a plain widget that emits intents; the main window decides what they do."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets import DirectionRow
+
+MAX_SEED = 2**31 - 1
+
+
+def _muted(text: str) -> QLabel:
+    lbl = QLabel(text)
+    lbl.setProperty("muted", True)
+    lbl.setWordWrap(True)
+    return lbl
+
+
+class ModelPanel(QGroupBox):
+    openModel = Signal()
+    openTeacher = Signal()
+    sideBySideToggled = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__("Model", parent)
+        g = QGridLayout(self)
+        g.setColumnStretch(1, 1)
+        self.model_label = QLabel("—")
+        self.model_label.setWordWrap(True)
+        self.teacher_label = _muted("no teacher")
+        open_model = QPushButton("Open…")
+        open_model.setToolTip("Open a model (.safetensors, NVIDIA .pkl, rosinality .pt)  Ctrl+Shift+O")
+        open_model.clicked.connect(self.openModel)
+        self.open_teacher = QPushButton("Teacher…")
+        self.open_teacher.setToolTip("Open the StyleGAN2 teacher of this student to compare them side by side")
+        self.open_teacher.clicked.connect(self.openTeacher)
+        self.side_by_side = QCheckBox("Teacher | student side by side")
+        self.side_by_side.setToolTip("Render the teacher next to the student with the same W+  (T)")
+        self.side_by_side.setEnabled(False)
+        self.side_by_side.toggled.connect(self.sideBySideToggled)
+        g.addWidget(self.model_label, 0, 0, 1, 2)
+        g.addWidget(open_model, 0, 2)
+        g.addWidget(self.teacher_label, 1, 0, 1, 2)
+        g.addWidget(self.open_teacher, 1, 2)
+        g.addWidget(self.side_by_side, 2, 0, 1, 3)
+
+    def set_model(self, text: str, teacher_text: str | None, can_compare: bool):
+        self.model_label.setText(text)
+        self.teacher_label.setText(teacher_text or "no teacher")
+        self.side_by_side.setEnabled(can_compare)
+        if not can_compare:
+            self.side_by_side.setChecked(False)
+
+
+class SeedPanel(QGroupBox):
+    seedChanged = Signal(int)
+    randomRequested = Signal()
+    stepRequested = Signal(int)
+    psiChanged = Signal(float)
+    psiReleased = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__("Seed", parent)
+        v = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.setSpacing(4)
+        self.prev = QToolButton()
+        self.prev.setText("◀")
+        self.prev.setToolTip("Previous seed  (P)")
+        self.prev.clicked.connect(lambda: self.stepRequested.emit(-1))
+        self.seed = QSpinBox()
+        self.seed.setRange(0, MAX_SEED)
+        self.seed.setKeyboardTracking(False)
+        self.seed.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.seed.setMinimumWidth(90)
+        self.seed.setToolTip("Seed of the random latent z")
+        self.seed.valueChanged.connect(self.seedChanged)
+        self.next = QToolButton()
+        self.next.setText("▶")
+        self.next.setToolTip("Next seed  (N)")
+        self.next.clicked.connect(lambda: self.stepRequested.emit(1))
+        self.random = QPushButton("Random")
+        self.random.setToolTip("A random seed  (R)")
+        self.random.clicked.connect(self.randomRequested)
+        for w in (self.prev, self.seed, self.next, self.random):
+            row.addWidget(w)
+        v.addLayout(row)
+
+        psi_row = QHBoxLayout()
+        psi_row.addWidget(QLabel("Truncation ψ"))
+        self.psi_value = QLabel("0.70")
+        self.psi_value.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        psi_row.addStretch(1)
+        psi_row.addWidget(self.psi_value)
+        v.addLayout(psi_row)
+        self.psi = QSlider(Qt.Horizontal)
+        self.psi.setRange(0, 150)  # ψ × 100
+        self.psi.setValue(70)
+        self.psi.setToolTip("Truncation ψ: 0 = the average face, 1 = untruncated, >1 = exaggerated")
+        self.psi.valueChanged.connect(self._on_psi)
+        self.psi.sliderReleased.connect(self.psiReleased)
+        v.addWidget(self.psi)
+
+    def _on_psi(self, v: int):
+        self.psi_value.setText(f"{v / 100:.2f}")
+        self.psiChanged.emit(v / 100)
+
+    def set_seed(self, seed: int):
+        self.seed.blockSignals(True)
+        self.seed.setValue(int(seed))
+        self.seed.blockSignals(False)
+
+    def set_psi(self, psi: float):
+        self.psi.blockSignals(True)
+        self.psi.setValue(round(psi * 100))
+        self.psi.blockSignals(False)
+        self.psi_value.setText(f"{psi:.2f}")
+
+    def set_photo_mode(self, on: bool):
+        """A photo's latent has no seed or truncation; keep the controls but say why they are off."""
+        for w in (self.prev, self.seed, self.next, self.psi):
+            w.setEnabled(not on)
+        self.random.setText("Seeds" if on else "Random")
+        self.random.setToolTip("Back to editing seeds  (Ctrl+B)" if on else "A random seed  (R)")
+
+
+class DirectionsPanel(QGroupBox):
+    """One DirectionRow per direction of the loaded set, plus set-level actions."""
+
+    valueChanged = Signal(str, float)
+    layersChanged = Signal(str, int, int)
+    renamed = Signal(str, str)
+    resetRequested = Signal(str)
+    resetAllRequested = Signal()
+    computeRequested = Signal(str)  # "sefa" | "ganspace"
+    openRequested = Signal()
+    saveRequested = Signal()
+    gestureStarted = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__("Attributes", parent)
+        self._v = QVBoxLayout(self)
+        self._v.setSpacing(2)
+        self.source = _muted("")
+        self.source.setVisible(False)
+        self._v.addWidget(self.source)
+        self._rows_box = QWidget()
+        self._rows = QVBoxLayout(self._rows_box)
+        self._rows.setContentsMargins(0, 0, 0, 0)
+        self._rows.setSpacing(2)
+        self._v.addWidget(self._rows_box)
+        self.empty = _muted(
+            "No directions yet. Compute them from the model's own weights (SeFa, a second) "
+            "or from samples (GANSpace), or open a direction file."
+        )
+        self._v.addWidget(self.empty)
+        row = QHBoxLayout()
+        self.sefa = QPushButton("SeFa")
+        self.sefa.setToolTip("Compute closed-form directions from the style layers' weights (Shen & Zhou 2021)")
+        self.sefa.clicked.connect(lambda: self.computeRequested.emit("sefa"))
+        self.ganspace = QPushButton("GANSpace")
+        self.ganspace.setToolTip("Compute principal directions of sampled W (Härkönen et al. 2020)")
+        self.ganspace.clicked.connect(lambda: self.computeRequested.emit("ganspace"))
+        self.open = QPushButton("Open…")
+        self.open.setToolTip("Open a direction set (.npz)")
+        self.open.clicked.connect(self.openRequested)
+        self.save = QPushButton("Save…")
+        self.save.setToolTip("Save the directions with their names and layer ranges")
+        self.save.clicked.connect(self.saveRequested)
+        for b in (self.sefa, self.ganspace, self.open, self.save):
+            row.addWidget(b)
+        self._v.addLayout(row)
+        self.reset_all = QPushButton("Reset all sliders")
+        self.reset_all.setToolTip("Set every slider back to 0  (Ctrl+0)")
+        self.reset_all.clicked.connect(self.resetAllRequested)
+        self._v.addWidget(self.reset_all)
+        self.rows: dict[str, DirectionRow] = {}
+        self._sync_empty()
+
+    def set_directions(self, items, num_ws: int, source: str = ""):
+        """items: iterable of (key, name, (first, last), strength, (slider lo, slider hi))."""
+        for row in self.rows.values():
+            row.setParent(None)
+            row.deleteLater()
+        self.rows = {}
+        for key, name, layers, strength, slider in items:
+            row = DirectionRow(key, name, num_ws, layers, slider)
+            row.set_strength(strength)
+            row.valueChanged.connect(self.valueChanged)
+            row.layersChanged.connect(self.layersChanged)
+            row.renamed.connect(self.renamed)
+            row.resetRequested.connect(self.resetRequested)
+            row.slider.sliderPressed.connect(lambda k=key: self.gestureStarted.emit(k))
+            self._rows.addWidget(row)
+            self.rows[key] = row
+        self.source.setText(source)
+        self.source.setVisible(bool(source))
+        self._sync_empty()
+
+    def _sync_empty(self):
+        has = bool(self.rows)
+        self.empty.setVisible(not has)
+        self.save.setEnabled(has)
+        self.reset_all.setEnabled(has)
+
+    def set_busy(self, busy: bool):
+        self.sefa.setEnabled(not busy)
+        self.ganspace.setEnabled(not busy)
+
+
+class MixPanel(QGroupBox):
+    changed = Signal()
+    useCurrentRequested = Signal()
+
+    def __init__(self, num_ws: int = 14, parent=None):
+        super().__init__("Style mixing", parent)
+        g = QGridLayout(self)
+        self.enabled = QCheckBox("Mix in styles from a second latent")
+        self.enabled.setToolTip("Replace a range of W+ layers with those of another seed or latent  (M)")
+        self.source = QComboBox()
+        self.source.addItems(["Seed", "Latent snapshot"])
+        self.source.setToolTip("Take the layers from another seed, or from a latent you captured")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, MAX_SEED)
+        self.seed.setValue(1)
+        self.seed.setKeyboardTracking(False)
+        self.capture = QPushButton("Capture current")
+        self.capture.setToolTip("Use the current (edited) latent as the mixing source")
+        self.capture.clicked.connect(self.useCurrentRequested)
+        self.snapshot_label = _muted("no snapshot")
+        self.first = QSpinBox()
+        self.last = QSpinBox()
+        self.set_num_ws(num_ws)
+        g.addWidget(self.enabled, 0, 0)
+        # Collapsed while mixing is off, so the panel stays short.
+        self.body = QWidget()
+        b = QGridLayout(self.body)
+        b.setContentsMargins(0, 4, 0, 0)
+        b.setColumnStretch(1, 1)
+        b.addWidget(QLabel("From"), 0, 0)
+        b.addWidget(self.source, 0, 1, 1, 2)
+        b.addWidget(QLabel("Seed"), 1, 0)
+        b.addWidget(self.seed, 1, 1, 1, 2)
+        b.addWidget(self.capture, 2, 0, 1, 2)
+        b.addWidget(self.snapshot_label, 2, 2)
+        b.addWidget(QLabel("Layers"), 3, 0)
+        lr = QHBoxLayout()
+        lr.addWidget(self.first)
+        lr.addWidget(QLabel("–"))
+        lr.addWidget(self.last)
+        lr.addStretch(1)
+        b.addLayout(lr, 3, 1, 1, 2)
+        hint = _muted("Low layers carry pose and face shape; middle layers features; high layers colour.")
+        b.addWidget(hint, 4, 0, 1, 3)
+        g.addWidget(self.body, 1, 0)
+        for w in (self.enabled, self.source, self.seed, self.first, self.last):
+            sig = getattr(w, "toggled", None) or getattr(w, "currentIndexChanged", None) or w.valueChanged
+            sig.connect(self._changed)
+        self._sync()
+
+    def set_num_ws(self, num_ws: int):
+        for sb in (self.first, self.last):
+            sb.blockSignals(True)
+            sb.setRange(0, max(num_ws - 1, 0))
+            sb.blockSignals(False)
+        self.first.blockSignals(True)
+        self.last.blockSignals(True)
+        self.first.setValue(min(num_ws // 2, num_ws - 1))
+        self.last.setValue(num_ws - 1)
+        self.first.blockSignals(False)
+        self.last.blockSignals(False)
+
+    def _changed(self, *_):
+        if self.first.value() > self.last.value():
+            other = self.last if self.sender() is self.first else self.first
+            other.blockSignals(True)
+            other.setValue(self.sender().value())
+            other.blockSignals(False)
+        self._sync()
+        self.changed.emit()
+
+    def _sync(self):
+        on = self.enabled.isChecked()
+        by_seed = self.source.currentIndex() == 0
+        self.body.setVisible(on)
+        self.source.setEnabled(on)
+        self.seed.setEnabled(on and by_seed)
+        self.capture.setEnabled(on and not by_seed)
+        for w in (self.first, self.last):
+            w.setEnabled(on)
+
+    def layers(self) -> tuple[int, int]:
+        return self.first.value(), self.last.value()
+
+
+class PhotoPanel(QGroupBox):
+    openRequested = Signal()
+    cancelRequested = Signal()
+    saveRequested = Signal()
+    refineRequested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__("Photo", parent)
+        v = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.open = QPushButton("Open photo…")
+        self.open.setToolTip("Open a photo to align, invert and edit  (Ctrl+O); or drop it on the view")
+        self.open.clicked.connect(self.openRequested)
+        self.save = QPushButton("Save result…")
+        self.save.setToolTip("Save the edited face pasted back into the photo  (Ctrl+Shift+E)")
+        self.save.clicked.connect(self.saveRequested)
+        self.save.setEnabled(False)
+        row.addWidget(self.open)
+        row.addWidget(self.save)
+        v.addLayout(row)
+        opt = QHBoxLayout()
+        self.refine = QCheckBox("Refine")
+        self.refine.setToolTip("After the encoder, optimise the latent for a closer likeness (slower)")
+        self.steps = QSpinBox()
+        self.steps.setRange(10, 2000)
+        self.steps.setSingleStep(10)
+        self.steps.setValue(100)
+        self.steps.setSuffix(" steps")
+        self.refine_now = QPushButton("Refine now")
+        self.refine_now.setToolTip("Run the refinement on the current photo")
+        self.refine_now.clicked.connect(self.refineRequested)
+        self.refine_now.setEnabled(False)
+        opt.addWidget(self.refine)
+        opt.addWidget(self.steps)
+        opt.addWidget(self.refine_now)
+        v.addLayout(opt)
+        prog = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(self.cancelRequested)
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.cancel)
+        v.addLayout(prog)
+        self.info = _muted("Open a photo with a clearly visible face.")
+        self.info.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing() + 4)
+        v.addWidget(self.info)
+        self.set_running(False)
+
+    def set_running(self, running: bool, text: str = ""):
+        self.progress.setVisible(running)
+        self.cancel.setVisible(running)
+        self.open.setEnabled(not running)
+        self.refine_now.setEnabled(not running and self.save.isEnabled())
+        if running:
+            self.progress.setValue(0)
+            self.progress.setFormat(text or "%p%")
+
+    def set_progress(self, frac: float, text: str = ""):
+        self.progress.setValue(int(frac * 1000))
+        if text:
+            self.progress.setFormat(text)
+
+
+class CameraPanel(QGroupBox):
+    startRequested = Signal(object)  # camera index (int) or a video path (str)
+    stopRequested = Signal()
+    snapshotRequested = Signal()
+    refreshRequested = Signal()
+    openVideoRequested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__("Camera", parent)
+        g = QGridLayout(self)
+        g.setColumnStretch(0, 1)
+        self.source = QComboBox()
+        self.source.setPlaceholderText("no camera")
+        self.source.setToolTip("Camera to use; a video file can stand in for a camera")
+        self.refresh = QToolButton()
+        self.refresh.setText("⟳")
+        self.refresh.setToolTip("Look for cameras again")
+        self.refresh.clicked.connect(self.refreshRequested)
+        self.start = QPushButton("Start")
+        self.start.setCheckable(True)
+        self.start.setToolTip("Start or stop the live edited camera view  (Ctrl+K)")
+        self.start.clicked.connect(self._on_start)
+        self.snapshot = QPushButton("Snapshot")
+        self.snapshot.setToolTip("Take the current frame into photo editing  (Ctrl+Shift+K)")
+        self.snapshot.clicked.connect(self.snapshotRequested)
+        self.snapshot.setEnabled(False)
+        self.video = QPushButton("Open video as camera…")
+        self.video.setToolTip("Use a video file as the camera source")
+        self.video.clicked.connect(self.openVideoRequested)
+        self.status = _muted("Cameras not searched yet.")
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)  # room for a wrapped line
+        self.fps = QLabel("")
+        self.fps.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        g.addWidget(self.source, 0, 0, 1, 2)
+        g.addWidget(self.refresh, 0, 2)
+        g.addWidget(self.start, 1, 0)
+        g.addWidget(self.snapshot, 1, 1, 1, 2)
+        g.addWidget(self.video, 2, 0, 1, 3)
+        g.addWidget(self.status, 3, 0, 1, 2)
+        g.addWidget(self.fps, 3, 2)
+
+    def set_sources(self, sources: list[tuple[str, object]], keep=None):
+        self.source.clear()
+        for label, value in sources:
+            self.source.addItem(label, value)
+        if keep is not None:
+            idx = self.source.findData(keep)
+            if idx >= 0:
+                self.source.setCurrentIndex(idx)
+        self.start.setEnabled(self.source.count() > 0 or self.start.isChecked())
+
+    def add_video(self, path: str, label: str):
+        idx = self.source.findData(path)
+        if idx < 0:
+            self.source.addItem(label, path)
+            idx = self.source.count() - 1
+        self.source.setCurrentIndex(idx)
+        self.start.setEnabled(True)
+
+    def _on_start(self, checked: bool):
+        if checked:
+            if self.source.count() == 0:
+                self.start.setChecked(False)
+                self.startRequested.emit(None)
+                return
+            self.startRequested.emit(self.source.currentData())
+        else:
+            self.stopRequested.emit()
+
+    def set_running(self, running: bool):
+        self.start.blockSignals(True)
+        self.start.setChecked(running)
+        self.start.blockSignals(False)
+        self.start.setText("Stop" if running else "Start")
+        self.snapshot.setEnabled(running)
+        self.source.setEnabled(not running)
+        self.video.setEnabled(not running)
+        if not running:
+            self.fps.setText("")
+
+
+class DoubleSpin(QDoubleSpinBox):
+    def __init__(self, lo, hi, value, step=0.1, decimals=2, parent=None):
+        super().__init__(parent)
+        self.setRange(lo, hi)
+        self.setValue(value)
+        self.setSingleStep(step)
+        self.setDecimals(decimals)

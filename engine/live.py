@@ -1,0 +1,297 @@
+"""The live (webcam) path: camera frame → align (video mode) → encode → edit → render → paste back.
+
+No Qt here: the desktop editor runs `LiveRunner` on its own threads and `engine.bench_app` measures the same code.
+
+Throughput on a 2-core CPU comes from overlapping two stages on two threads: the reader grabs and aligns frame
+n+1 (MediaPipe, mostly native code that releases the GIL) while the synthesiser encodes, edits, renders and pastes
+frame n (PyTorch, also GIL-free in its kernels). One aligned frame at most waits between the stages, and the reader
+aligns only when that slot is free: a slow synthesiser makes the reader skip camera frames (unaligned, so they cost
+almost nothing) instead of building a backlog, and the picture stays live.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.errors import UserError
+from engine.render import to_uint8
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif")
+
+
+class CameraLost(UserError):
+    """The camera stopped delivering frames (unplugged, taken by another program)."""
+
+
+def _quiet_opencv(level: int = 2):
+    """Probing absent cameras makes OpenCV's backends log an error per index; users get our message instead.
+    Levels: 0 silent, 2 errors (OpenCV's own numbering)."""
+    set_level = getattr(cv2, "setLogLevel", None)
+    if set_level is not None:
+        set_level(level)
+
+
+def probe_cameras(max_index: int = 4) -> list[int]:
+    """Indices 0 … max_index-1 at which cv2.VideoCapture opens a device that delivers a frame."""
+    _quiet_opencv(0)
+    found = []
+    try:
+        for i in range(max_index):
+            cap = cv2.VideoCapture(i)
+            try:
+                if cap.isOpened():
+                    ok, _ = cap.read()
+                    if ok:
+                        found.append(i)
+            finally:
+                cap.release()
+    finally:
+        _quiet_opencv()
+    return found
+
+
+class FrameSource:
+    """A camera (an int index) or a video file standing in for one (a path; it loops and, with `pace`, plays at
+    its own frame rate as a camera would)."""
+
+    def __init__(self, source, pace: bool = True, loop: bool = True, max_failures: int = 10):
+        _quiet_opencv()
+        self.source = source
+        self.is_file = not isinstance(source, int)
+        self.pace, self.loop = pace, loop
+        self.max_failures = max_failures
+        if self.is_file:
+            path = Path(source)
+            if not path.is_file():
+                raise UserError(f"video file not found: {path}")
+            self.cap = cv2.VideoCapture(str(path))
+            if not self.cap.isOpened():
+                raise UserError(f"cannot play {path.name}; use an MP4, AVI or MOV video")
+            fps = self.cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if 1 <= fps <= 240 else 30.0
+            self.name = path.name
+        else:
+            self.cap = cv2.VideoCapture(int(source))
+            if not self.cap.isOpened():
+                self.cap.release()
+                raise UserError(f"no camera at index {source}; connect one, close programs using it, "
+                                "or open a video file as the camera")
+            self.fps = 30.0
+            self.name = f"camera {source}"
+        self._next_due = None
+        self._frames = 0
+
+    def read(self) -> np.ndarray | None:
+        """The next frame as RGB uint8; None at the end of a non-looping file. CameraLost if a camera stops."""
+        failures = 0
+        while True:
+            ok, bgr = self.cap.read()
+            if ok and bgr is not None:
+                break
+            if self.is_file:
+                if self._frames and self.loop:
+                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    self._frames = 0
+                    continue
+                if not self._frames:
+                    raise UserError(f"{self.name}: no frames could be read from this video")
+                return None
+            failures += 1
+            if failures >= self.max_failures:
+                raise CameraLost(f"{self.name} stopped sending frames (disconnected?); pick another camera")
+            time.sleep(0.02)
+        self._frames += 1
+        if self.is_file and self.pace:
+            now = time.monotonic()
+            if self._next_due is None or now - self._next_due > 0.5:
+                self._next_due = now
+            elif self._next_due > now:
+                time.sleep(self._next_due - now)
+            self._next_due += 1.0 / self.fps
+        if bgr.ndim == 2:
+            return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+@dataclass
+class LiveFrame:
+    """One processed frame."""
+
+    frame: np.ndarray  # the camera frame, RGB
+    output: np.ndarray  # the edited face pasted into the frame (the frame itself when no face was found)
+    face: bool  # whether a face was found
+    aligned: object = None  # engine.faces.AlignedFace
+    ws: torch.Tensor | None = None  # the encoder's W+ before edits [1, num_ws, w_dim]
+    timings: dict = field(default_factory=dict)  # ms per stage
+    index: int = 0  # frame number from the source
+
+
+class LivePipeline:
+    """The per-frame work, split into the two stages the runner overlaps."""
+
+    def __init__(
+        self,
+        inverter,  # engine.invert.Inverter for the preview generator (its encoder gives each frame's W+)
+        edit=None,  # ws -> edited ws (the editor's current sliders); identity when None
+        aligner=None,  # engine.faces.VideoAligner; a new one when None
+        G=None,  # the generator that renders the edited face (default: the inverter's)
+    ):
+        from engine.faces import VideoAligner
+
+        self.inverter = inverter
+        self.G = G if G is not None else inverter.G
+        self.edit = edit
+        self.aligner = aligner or VideoAligner()
+        # Aligned straight to the generator's size: that is what the inverter feeds its encoder and what the paste
+        # maps back, so no resize sits in between.
+        self.size = int(self.G.resolution)
+
+    def align(self, rgb: np.ndarray, timestamp: float | None = None):
+        return self.aligner.align(rgb, size=self.size, timestamp=timestamp)
+
+    @torch.inference_mode()
+    def synthesize(self, rgb: np.ndarray, face, index: int = 0, timings: dict | None = None) -> LiveFrame:
+        from engine.faces import paste_back
+
+        timings = dict(timings or {})
+        if face is None:
+            return LiveFrame(rgb, rgb, False, timings=timings, index=index)
+        t0 = time.perf_counter()
+        ws = self.inverter.encode(face.image)
+        t1 = time.perf_counter()
+        edited = self.edit(ws) if self.edit is not None else ws
+        t2 = time.perf_counter()
+        img = to_uint8(self.G.synthesis(edited, noise_mode="const")[0])
+        t3 = time.perf_counter()
+        out = paste_back(rgb, img, face)
+        t4 = time.perf_counter()
+        timings.update(encode=(t1 - t0) * 1e3, edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, paste=(t4 - t3) * 1e3)
+        return LiveFrame(rgb, out, True, face, ws, timings, index)
+
+    def process(self, rgb: np.ndarray, timestamp: float | None = None, index: int = 0) -> LiveFrame:
+        """Both stages in sequence (one frame, no threads)."""
+        t = time.perf_counter()
+        face = self.align(rgb, timestamp)
+        return self.synthesize(rgb, face, index, {"align": (time.perf_counter() - t) * 1e3})
+
+    def close(self) -> None:
+        self.aligner.close()
+
+
+class LiveRunner:
+    """Runs a LivePipeline on a FrameSource with two threads; `on_frame(LiveFrame)` and `on_error(exc)` are called
+    from the synthesiser thread. `stop()` ends both threads."""
+
+    def __init__(self, source: FrameSource, pipeline: LivePipeline, on_frame, on_error=None, on_end=None):
+        self.source, self.pipeline = source, pipeline
+        self.on_frame, self.on_error, self.on_end = on_frame, on_error, on_end
+        self._stop = threading.Event()
+        self._cv = threading.Condition()
+        self._slot = None  # newest (rgb, face, index, timings) waiting for the synthesiser
+        self._reader_done = False
+        self.dropped = 0
+        self.produced = 0
+        self._times: list[float] = []
+        self._threads = [
+            threading.Thread(target=self._read_loop, name="live-reader", daemon=True),
+            threading.Thread(target=self._synth_loop, name="live-synth", daemon=True),
+        ]
+
+    def start(self) -> LiveRunner:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        for t in self._threads:
+            if t is not threading.current_thread() and t.is_alive():
+                t.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def fps(self, window: float = 1.0) -> float:
+        """Output frames per second over the last `window` seconds."""
+        now = time.monotonic()
+        recent = [t for t in self._times if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def _fail(self, e: BaseException) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self.on_error is not None:
+            self.on_error(e)
+
+    def _read_loop(self):
+        index = 0
+        try:
+            while not self._stop.is_set():
+                rgb = self.source.read()
+                if rgb is None:
+                    break
+                with self._cv:
+                    busy = self._slot is not None
+                if busy:
+                    # The synthesiser has not taken the last aligned frame yet: aligning this one too would only
+                    # be thrown away, and steal the CPU the synthesiser needs. Keep reading so the camera's own
+                    # buffer stays fresh.
+                    self.dropped += 1
+                    index += 1
+                    continue
+                t = time.perf_counter()
+                face = self.pipeline.align(rgb, time.monotonic())
+                timings = {"align": (time.perf_counter() - t) * 1e3}
+                with self._cv:
+                    self._slot = (rgb, face, index, timings)
+                    self._cv.notify_all()
+                index += 1
+        except BaseException as e:  # noqa: BLE001 - reported, never raised on a worker thread
+            self._fail(e)
+        finally:
+            with self._cv:
+                self._reader_done = True
+                self._cv.notify_all()
+
+    def _synth_loop(self):
+        try:
+            while True:
+                with self._cv:
+                    while self._slot is None and not self._reader_done and not self._stop.is_set():
+                        self._cv.wait()
+                    if self._stop.is_set() or (self._slot is None and self._reader_done):
+                        break
+                    rgb, face, index, timings = self._slot
+                    self._slot = None
+                result = self.pipeline.synthesize(rgb, face, index, timings)
+                self.produced += 1
+                now = time.monotonic()
+                self._times.append(now)
+                self._times = [t for t in self._times if now - t <= 2.0]
+                if self.on_frame is not None:
+                    self.on_frame(result)
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            if self.on_end is not None:
+                self.on_end()

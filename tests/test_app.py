@@ -1,0 +1,405 @@
+"""The desktop editor, driven through its real widgets (offscreen Qt) on the fixture teacher and a student built from
+it: sliders, seeds, undo, photos (MediaPipe alignment, encoder, paste-back), the camera path (a video file standing in
+for a webcam), the export dialog and `main.py app --screenshot`."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_main
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QSettings  # noqa: E402
+
+import engine  # noqa: E402
+from engine.faces import load_image  # noqa: E402
+
+TIMEOUT = 60_000  # ms; generous: two cores shared with other jobs
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, nvidia_pkl):
+    """teacher + student (with the teacher's mapping) + an encoder and SeFa directions beside them, as the app finds
+    them next to a model file."""
+    from engine.edit import sefa
+    from engine.io.directions import save_directions
+    from engine.models.encoder import build_encoder, save_encoder
+    from engine.models.generator import Generator
+
+    d = tmp_path_factory.mktemp("models")
+    T = engine.load_generator(nvidia_pkl)
+    torch.manual_seed(0)
+    S = Generator(T.cfg.student())
+    S.mapping.load_state_dict(T.mapping.state_dict())
+    engine.save_generator(T, d / "teacher.safetensors")
+    engine.save_generator(S, d / "student.safetensors", info={"teacher": "teacher.safetensors"})
+    S = engine.load_generator(d / "student.safetensors")
+    save_encoder(build_encoder(S, pretrained=False), d / "encoder.safetensors")
+    save_directions(d / "directions.npz", sefa(S, num=4))
+    return d
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, model_dir):
+    from app.main_window import MainWindow
+    from app.theme import apply_dark_theme
+
+    apply_dark_theme(qtbot_app())
+    win = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    with qtbot.waitSignal(win.modelLoaded, timeout=TIMEOUT):
+        win.open_model(str(model_dir / "student.safetensors"))
+    qtbot.waitUntil(lambda: win.history.seeds() == [0], timeout=TIMEOUT)  # seed 0's frame is on screen
+    yield win
+    win.close()
+
+
+def qtbot_app():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance()
+
+
+def shown(win) -> np.ndarray:
+    """The main image on screen (the last pane)."""
+    return win.view.panes()[-1].rgb.copy()
+
+
+def wait_for_change(qtbot, win, before: np.ndarray):
+    qtbot.waitUntil(lambda: win.view.panes() and not np.array_equal(shown(win), before), timeout=TIMEOUT)
+
+
+def test_model_loads_with_teacher_directions_and_encoder(qtbot, window):
+    from engine.render import to_uint8
+
+    m = window.models
+    assert m.G.is_student and m.teacher is not None and not m.teacher.is_student
+    assert m.encoder is not None and len(m.directions) == 4
+    assert list(window.dir_panel.rows) == ["sefa0", "sefa1", "sefa2", "sefa3"]
+    assert shown(window).shape == (64, 64, 3)
+    assert window.history.seeds() == [0]
+    # side by side: the teacher's render of the same W+ appears beside the student's
+    window.model_panel.side_by_side.setChecked(True)
+    qtbot.waitUntil(lambda: len(window.view.panes()) == 2, timeout=TIMEOUT)
+    with torch.no_grad():
+        expect = to_uint8(m.teacher.synthesis(window.bridge.current_ws()))[0]
+    assert np.array_equal(window.view.panes()[0].rgb, expect)
+    assert "Teacher" in window.view.panes()[0].title
+
+
+def test_slider_changes_pixels_and_undo_restores(qtbot, window):
+    before = shown(window)
+    row = window.dir_panel.rows["sefa0"]
+    row.slider.setValue(row.slider.maximum())
+    wait_for_change(qtbot, window, before)
+    assert window.bridge.snapshot()["strengths"]["sefa0"] == pytest.approx(row._hi)
+    after = shown(window)
+    assert np.abs(after.astype(int) - before.astype(int)).mean() > 1
+
+    window.undo()
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), before), timeout=TIMEOUT)
+    assert row.strength() == 0  # the widget follows the session
+    window.redo()
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), after), timeout=TIMEOUT)
+    assert row.strength() == pytest.approx(row._hi)
+
+    # the layer range narrows the edit: only W+ layers 0-1 move, so the image changes again
+    row.last.setValue(1)
+    wait_for_change(qtbot, window, after)
+    assert window.bridge.session.edit_layers("sefa0") == (0, 1)
+    # reset puts the seed's own image back
+    row.reset.click()
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), before), timeout=TIMEOUT)
+
+
+def test_seed_change_rerenders_and_fills_history(qtbot, window):
+    before = shown(window)
+    window.seed_panel.seed.setValue(7)
+    wait_for_change(qtbot, window, before)
+    qtbot.waitUntil(lambda: window.history.seeds() == [0, 7], timeout=TIMEOUT)
+    from engine.models.generator import seeds_to_z
+    from engine.render import to_uint8
+
+    G = window.models.G
+    with torch.no_grad():
+        expect = to_uint8(G.synthesis(G.mapping(seeds_to_z([7], G.z_dim), psi=0.7)))[0]
+    assert np.array_equal(shown(window), expect)
+    # ψ slider re-renders too; clicking a history thumbnail goes back to that seed
+    seven = shown(window)
+    window.seed_panel.psi.setValue(30)
+    wait_for_change(qtbot, window, seven)
+    window.history.seedChosen.emit(0)
+    qtbot.waitUntil(lambda: window.seed_panel.seed.value() == 0, timeout=TIMEOUT)
+    window.undo()  # back to seed 7 at ψ 0.3
+    qtbot.waitUntil(lambda: window.seed_panel.seed.value() == 7, timeout=TIMEOUT)
+
+
+def test_style_mixing_changes_pixels(qtbot, window):
+    before = shown(window)
+    window.mix_panel.seed.setValue(3)
+    window.mix_panel.enabled.setChecked(True)
+    wait_for_change(qtbot, window, before)
+    st = window.bridge.session.state
+    assert st.mix is not None and st.mix.layers == window.mix_panel.layers()
+    window.mix_panel.enabled.setChecked(False)
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), before), timeout=TIMEOUT)
+
+
+def test_photo_is_aligned_inverted_and_pasted_back(qtbot, window, fixtures, tmp_path):
+    path = fixtures / "images" / "astronaut.png"
+    photo = load_image(path)
+    with qtbot.waitSignal(window.photoReady, timeout=TIMEOUT):
+        window.open_photo(str(path))
+    panes = window.view.panes()
+    assert [p.title for p in panes] == ["Original", "Edited"]
+    assert np.array_equal(panes[0].rgb, photo)
+    result = panes[1].rgb
+    assert result.shape == photo.shape
+    diff = np.abs(result.astype(int) - photo.astype(int)).sum(-1)
+    # the face (around the aligned quad's centre) was replaced, the corners of the photo were not
+    quad = window.photo.aligned.quad
+    cx, cy = quad.mean(0).astype(int)
+    assert diff[cy - 20 : cy + 20, cx - 20 : cx + 20].mean() > 10
+    assert diff[:40, :40].max() == 0 and diff[-40:, -40:].max() == 0
+    assert "1 face found" in window.photo_panel.info.text()
+
+    # sliders edit the photo's latent; the pasted result follows
+    row = window.dir_panel.rows["sefa0"]
+    row.slider.setValue(row.slider.minimum())
+    wait_for_change(qtbot, window, result)
+    # save the pasted result
+    out = tmp_path / "result.png"
+    window._write_image(window._last_frame.extra["pasted"], str(out))
+    assert np.array_equal(load_image(out), shown(window))
+
+    # refinement (projector) runs with progress and can be cancelled; the best codes so far are kept
+    ws0 = window.photo.ws.clone()
+    window.photo_panel.steps.setValue(10)
+    window.refine_photo(10)
+    qtbot.waitUntil(lambda: not window.photo_panel.progress.isVisible(), timeout=TIMEOUT)
+    assert not torch.equal(window.photo.ws, ws0)
+
+    # a photo without a face is a message, not a crash
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    window.open_photo(str(blank))
+    qtbot.waitUntil(lambda: "no face" in window.photo_panel.info.text(), timeout=TIMEOUT)
+    assert "no face" in window.view.toast_text()
+
+
+def test_no_camera_gives_a_message(qtbot, window):
+    window.start_camera(None)  # nothing found by the probe
+    assert "No camera" in window.view.toast_text()
+    assert window.live is None and not window.camera_panel.start.isChecked()
+    window.start_camera(7)  # an index with no device behind it
+    qtbot.waitUntil(lambda: "no camera at index 7" in window.view.toast_text(), timeout=TIMEOUT)
+    assert window.live is None and not window.camera_panel.start.isChecked()
+    assert window.mode == "seed"
+
+
+def _make_video(path, fixtures, frames=24):
+    a = load_image(fixtures / "images" / "astronaut.png")
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for i in range(frames):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        dx = 100 + int(20 * np.sin(i / 4))
+        canvas[40:440, dx : dx + 400] = cv2.resize(a, (400, 400))
+        w.write(np.ascontiguousarray(canvas[:, :, ::-1]))
+    w.release()
+    return path
+
+
+def test_video_as_camera_live_edit_and_snapshot(qtbot, window, fixtures, tmp_path):
+    video = _make_video(tmp_path / "cam.avi", fixtures)
+    frames = []
+    window.open_paths([str(video)])  # drag & drop of a video starts it as the camera
+    assert window.live is not None
+    window.live.frame.connect(lambda lf, fps: frames.append(lf))
+    qtbot.waitUntil(lambda: any(f.face for f in frames), timeout=TIMEOUT)
+    lf = next(f for f in frames if f.face)
+    assert lf.output.shape == (480, 640, 3) and not np.array_equal(lf.output, lf.frame)
+    assert set(lf.timings) >= {"align", "encode", "render", "paste"}
+    assert [p.title for p in window.view.panes()][0] == "Camera"
+    with qtbot.waitSignal(window.photoReady, timeout=TIMEOUT):
+        window.camera_snapshot()
+    assert window.live is None and window.mode == "photo" and window.photo.rgb.shape == (480, 640, 3)
+
+
+def test_camera_lost_midstream_gives_a_message(qtbot, window, fixtures, tmp_path):
+    """A source that stops delivering frames (like an unplugged camera) ends in a message."""
+    from engine.live import CameraLost, FrameSource
+
+    video = _make_video(tmp_path / "cam.avi", fixtures, frames=4)
+    calls = {"n": 0}
+    orig = FrameSource.read
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise CameraLost("camera 0 stopped sending frames (disconnected?); pick another camera")
+        return orig(self)
+
+    FrameSource.read = flaky
+    try:
+        window.start_camera(str(video))
+        qtbot.waitUntil(lambda: "stopped sending frames" in window.view.toast_text(), timeout=TIMEOUT)
+    finally:
+        FrameSource.read = orig
+    qtbot.waitUntil(lambda: window.live is None, timeout=TIMEOUT)
+    assert not window.camera_panel.start.isChecked()
+
+
+def test_export_dialog_writes_verified_files(qtbot, window, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from app.dialogs import ExportDialog
+
+    dlg = ExportDialog(window, window.models, window.settings)
+    qtbot.addWidget(dlg)
+    for key, cb in dlg.formats.items():
+        cb.setChecked(key == "onnx")
+    out = tmp_path / "export"
+    dlg.out_path.setText(str(out))
+    dlg.show()
+    dlg.run_button.click()
+    qtbot.waitUntil(lambda: dlg.outcome is not None or "✗" in dlg.result.text() or dlg.run_button.isEnabled()
+                    and dlg.result.text(), timeout=120_000)
+    assert dlg.outcome is not None, dlg.result.text()
+    m = dlg.outcome
+    assert m["verification"]["passed"] and "verified" in dlg.result.text()
+    assert (out / "synthesis.onnx").exists() and (out / "manifest.json").exists()
+    assert m["directions"] is not None  # the slider set travels with the export
+
+
+def test_sweep_dialog_writes_a_gif(qtbot, window, tmp_path):
+    from PIL import Image
+
+    from app.dialogs import SweepDialog
+
+    dlg = SweepDialog(window, window.bridge, list(window.dir_panel.rows), str(tmp_path))
+    qtbot.addWidget(dlg)
+    dlg.frames.setValue(6)
+    out = tmp_path / "sweep.gif"
+    dlg.out_path.setText(str(out))
+    dlg.run_button.click()
+    qtbot.waitUntil(lambda: dlg.outcome is not None or "error" in dlg.result.text(), timeout=TIMEOUT)
+    with Image.open(out) as im:
+        assert im.n_frames == 6 and im.size == (64, 64)
+
+
+def test_latent_round_trip(qtbot, window, tmp_path):
+    row = window.dir_panel.rows["sefa1"]
+    before = shown(window)
+    row.slider.setValue(row.slider.maximum() // 2)
+    wait_for_change(qtbot, window, before)
+    edited = shown(window)
+    path = tmp_path / "edited.npz"
+    window.bridge.save_latent(str(path), window._latent_meta())
+    window.set_seed(3)
+    wait_for_change(qtbot, window, edited)
+    window.open_npz(str(path))
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), edited), timeout=TIMEOUT)
+    assert window.mode == "latent" and row.strength() == 0  # the file holds the edited W+ itself
+
+
+def test_empty_state_and_bad_model(qtbot, tmp_path):
+    from app.main_window import MainWindow
+
+    win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(win)
+    win.show()
+    assert win.view.is_empty_state() and not win.act_save_image.isEnabled()
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a model")
+    with qtbot.waitSignal(win.modelFailed, timeout=TIMEOUT):
+        win.open_model(str(bad))
+    assert "could not open the model" in win.view.toast_text() and win.view.is_empty_state()
+    win.close()
+
+
+def test_screenshot_command_writes_png(tmp_path, model_dir):
+    out = tmp_path / "shot.png"
+    r = run_main("app", "--model", model_dir / "student.safetensors", "--screenshot", out, "--size", "1000x700",
+                 "--side-by-side", timeout=300)
+    assert r.returncode == 0, r.stderr
+    img = load_image(out)
+    assert img.shape == (700, 1000, 3)
+    assert img.std() > 10  # a real window, not a blank grab
+
+
+@pytest.mark.skipif(not shutil.which("xvfb-run"), reason="Xvfb is not installed (apt-get install xvfb)")
+def test_real_window_under_xvfb(tmp_path, model_dir):
+    out = tmp_path / "xvfb.png"
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    env["QT_QPA_PLATFORM"] = "xcb"
+    r = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, str(ROOT / "main.py"), "app", "--model",
+         str(model_dir / "student.safetensors"), "--screenshot", str(out), "--size", "1280x800"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    if r.returncode != 0 and "could not connect to display" in r.stderr + r.stdout:
+        pytest.skip("Xvfb could not start here")
+    assert r.returncode == 0, r.stderr
+    assert load_image(out).shape == (800, 1280, 3)
+
+
+def test_rename_and_save_directions(qtbot, window, tmp_path):
+    from engine.io.directions import load_directions
+
+    row = window.dir_panel.rows["sefa2"]
+    row.slider.setValue(row.slider.maximum())
+    qtbot.waitUntil(lambda: "sefa2" in window.bridge.snapshot()["strengths"], timeout=TIMEOUT)
+    window._on_rename("sefa2", "smile")
+    assert list(window.dir_panel.rows) == ["sefa0", "sefa1", "smile", "sefa3"]
+    assert window.bridge.snapshot()["strengths"] == {"smile": pytest.approx(row._hi)}
+    assert window.dir_panel.rows["smile"].strength() == pytest.approx(row._hi)
+    window._on_rename("smile", "sefa0")  # a duplicate name is refused with a message
+    assert "already exists" in window.view.toast_text() and "smile" in window.dir_panel.rows
+    path = tmp_path / "mine.npz"
+    window.bridge.save_directions(path)
+    assert load_directions(path, window.models.G).names == ["sefa0", "sefa1", "smile", "sefa3"]
+
+
+def test_keyboard_shortcuts(qtbot, window):
+    from PySide6.QtCore import Qt
+
+    window.activateWindow()
+    window.view.setFocus()
+    before = shown(window)
+    qtbot.keyClick(window.view, Qt.Key_N)
+    qtbot.waitUntil(lambda: window.seed_panel.seed.value() == 1, timeout=TIMEOUT)
+    wait_for_change(qtbot, window, before)
+    qtbot.keyClick(window.view, Qt.Key_Z, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: window.seed_panel.seed.value() == 0, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), before), timeout=TIMEOUT)
+    qtbot.keyClick(window.view, Qt.Key_T)  # teacher | student side by side
+    qtbot.waitUntil(lambda: len(window.view.panes()) == 2, timeout=TIMEOUT)
+
+
+def test_bench_app_paths_run_on_a_small_model(model_dir):
+    """The engine-only measurements behind `main.py bench --app` (here on the 64 px fixture pair, briefly)."""
+    from engine.bench_app import bench_slider, bench_webcam, make_camera_video
+    from engine.models.encoder import load_encoder
+
+    S = engine.load_generator(model_dir / "student.safetensors")
+    s = bench_slider(S, steps=4, drag_seconds=0.5)
+    assert s["step_median_ms"] > 0 and s["drag_frames"] >= 1
+    assert s["drag_frames"] <= s["drag_requests"]  # merged, never more frames than requests
+    w = bench_webcam(S, load_encoder(model_dir / "encoder.safetensors"), seconds=1.0, warmup=0.3,
+                     serial_seconds=0.3)
+    assert w["frames"] > 0 and w["faces_found_fraction"] > 0.5
+    assert set(w["stage_median_ms"]) == {"align", "encode", "edit", "render", "paste"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = make_camera_video(f"{tmp}/v.avi", seconds=0.2)
+        cap = cv2.VideoCapture(str(video))
+        ok, frame = cap.read()
+        cap.release()
+        assert ok and frame.shape == (480, 640, 3)
