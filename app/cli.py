@@ -80,6 +80,8 @@ def run(args) -> int:
         out = Path(args.screenshot)
 
         def shoot():
+            win.view.clear_toast()  # transient messages are not part of the picture
+            win.statusBar().clearMessage()
             app.processEvents()
             img = win.grab()
             try:

@@ -143,6 +143,10 @@ class ImageView(QWidget):
         self._toast.raise_()
         self._toast_timer.start(ms)
 
+    def clear_toast(self) -> None:
+        self._toast_timer.stop()
+        self._toast.setVisible(False)
+
     def toast_text(self) -> str:
         return self._toast.text() if self._toast.isVisible() else ""
 
@@ -182,7 +186,8 @@ class ImageView(QWidget):
         if pm is None:
             src = pane.rgb
             if w > 0 and h > 0 and (w, h) != (src.shape[1], src.shape[0]):
-                interp = cv2.INTER_CUBIC if w > src.shape[1] else cv2.INTER_AREA
+                # Lanczos keeps a 64 or 256 px render as sharp as upscaling can; area filtering when shrinking.
+                interp = cv2.INTER_LANCZOS4 if w > src.shape[1] else cv2.INTER_AREA
                 src = cv2.resize(src, (w, h), interpolation=interp)
             pm = QPixmap.fromImage(qimage_from_rgb(src))
             self._cache[key] = pm
