@@ -2,11 +2,11 @@
 
 No Qt here: the desktop editor runs `LiveRunner` on its own threads and `engine.bench_app` measures the same code.
 
-Throughput on a 2-core CPU comes from overlapping two stages on two threads: the reader grabs and aligns frame
-n+1 (MediaPipe, mostly native code that releases the GIL) while the synthesiser encodes, edits, renders and pastes
-frame n (PyTorch, also GIL-free in its kernels). One aligned frame at most waits between the stages, and the reader
-aligns only when that slot is free: a slow synthesiser makes the reader skip camera frames (unaligned, so they cost
-almost nothing) instead of building a backlog, and the picture stays live.
+Throughput on a 2-core CPU comes from overlapping three stages on three threads: the reader grabs and aligns
+frame n+2 (MediaPipe, native code), the encoder encodes frame n+1 and the renderer edits, renders and pastes frame n
+(PyTorch kernels, which release the GIL). At most one frame waits between two stages and the reader aligns only when
+the encoder is ready for it: a slow stage makes the reader skip camera frames (undecoded, so they cost almost
+nothing) instead of building a backlog, and the picture stays live.
 """
 
 from __future__ import annotations
@@ -90,10 +90,26 @@ class FrameSource:
 
     def read(self) -> np.ndarray | None:
         """The next frame as RGB uint8; None at the end of a non-looping file. CameraLost if a camera stops."""
+        bgr = self._next(decode=True)
+        if bgr is None:
+            return None
+        if bgr.ndim == 2:
+            return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def skip(self) -> bool:
+        """Take the next frame without decoding it (a frame nobody will look at); False at the end of a file."""
+        return self._next(decode=False) is not None
+
+    def _next(self, decode: bool):
         failures = 0
         while True:
-            ok, bgr = self.cap.read()
-            if ok and bgr is not None:
+            if decode:
+                ok, bgr = self.cap.read()
+                ok = ok and bgr is not None
+            else:
+                ok, bgr = self.cap.grab(), True
+            if ok:
                 break
             if self.is_file:
                 if self._frames and self.loop:
@@ -115,9 +131,7 @@ class FrameSource:
             elif self._next_due > now:
                 time.sleep(self._next_due - now)
             self._next_due += 1.0 / self.fps
-        if bgr.ndim == 2:
-            return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return bgr
 
     def close(self) -> None:
         self.cap.release()
@@ -137,7 +151,7 @@ class LiveFrame:
 
 
 class LivePipeline:
-    """The per-frame work, split into the two stages the runner overlaps."""
+    """The per-frame work, split into the stages the runner overlaps: align | encode | edit, render, paste."""
 
     def __init__(
         self,
@@ -160,14 +174,23 @@ class LivePipeline:
         return self.aligner.align(rgb, size=self.size, timestamp=timestamp)
 
     @torch.inference_mode()
-    def synthesize(self, rgb: np.ndarray, face, index: int = 0, timings: dict | None = None) -> LiveFrame:
+    def encode(self, face, timings: dict) -> torch.Tensor | None:
+        """The encoder's W+ for an aligned face (None when there is no face)."""
+        if face is None:
+            return None
+        t = time.perf_counter()
+        ws = self.inverter.encode(face.image)
+        timings["encode"] = (time.perf_counter() - t) * 1e3
+        return ws
+
+    @torch.inference_mode()
+    def finish(self, rgb: np.ndarray, face, ws, index: int = 0, timings: dict | None = None) -> LiveFrame:
+        """Edit the codes, render them and paste the face back into the frame."""
         from engine.faces import paste_back
 
         timings = dict(timings or {})
-        if face is None:
+        if face is None or ws is None:
             return LiveFrame(rgb, rgb, False, timings=timings, index=index)
-        t0 = time.perf_counter()
-        ws = self.inverter.encode(face.image)
         t1 = time.perf_counter()
         edited = self.edit(ws) if self.edit is not None else ws
         t2 = time.perf_counter()
@@ -175,8 +198,12 @@ class LivePipeline:
         t3 = time.perf_counter()
         out = paste_back(rgb, img, face)
         t4 = time.perf_counter()
-        timings.update(encode=(t1 - t0) * 1e3, edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, paste=(t4 - t3) * 1e3)
+        timings.update(edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, paste=(t4 - t3) * 1e3)
         return LiveFrame(rgb, out, True, face, ws, timings, index)
+
+    def synthesize(self, rgb: np.ndarray, face, index: int = 0, timings: dict | None = None) -> LiveFrame:
+        timings = dict(timings or {})
+        return self.finish(rgb, face, self.encode(face, timings), index, timings)
 
     def process(self, rgb: np.ndarray, timestamp: float | None = None, index: int = 0) -> LiveFrame:
         """Both stages in sequence (one frame, no threads)."""
@@ -188,23 +215,70 @@ class LivePipeline:
         self.aligner.close()
 
 
+class _Slot:
+    """A one-item mailbox between two stages."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.item = None
+        self.closed = False
+
+    def full(self) -> bool:
+        with self.cv:
+            return self.item is not None
+
+    def put(self, item, stop: threading.Event) -> bool:
+        """Wait until the slot is free, then fill it; False if the run stopped meanwhile."""
+        with self.cv:
+            while self.item is not None and not stop.is_set():
+                self.cv.wait(0.1)
+            if stop.is_set():
+                return False
+            self.item = item
+            self.cv.notify_all()
+            return True
+
+    def take(self, stop: threading.Event):
+        """The next item; None once the producer closed the slot (or the run stopped)."""
+        with self.cv:
+            while self.item is None and not self.closed and not stop.is_set():
+                self.cv.wait(0.1)
+            if stop.is_set() or self.item is None:
+                return None
+            item, self.item = self.item, None
+            self.cv.notify_all()
+            return item
+
+    def close(self):
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+
 class LiveRunner:
-    """Runs a LivePipeline on a FrameSource with two threads; `on_frame(LiveFrame)` and `on_error(exc)` are called
-    from the synthesiser thread. `stop()` ends both threads."""
+    """Runs a LivePipeline on a FrameSource with three threads, one per stage:
+
+        reader: grab + align  →  encoder: encode  →  renderer: edit + render + paste → on_frame(LiveFrame)
+
+    Each stage hands over through a one-item slot. The reader aligns a frame only when the encoder has taken the
+    previous one (otherwise it grabs camera frames without decoding them), and the encoder waits for the renderer,
+    so nothing queues up and every stage works on the newest frame it can. On two cores the encoder and the
+    renderer, the two big costs, run at the same time. `on_frame` and `on_error(exc)` are called from the renderer
+    (errors also from the others); `stop()` ends all three."""
 
     def __init__(self, source: FrameSource, pipeline: LivePipeline, on_frame, on_error=None, on_end=None):
         self.source, self.pipeline = source, pipeline
         self.on_frame, self.on_error, self.on_end = on_frame, on_error, on_end
         self._stop = threading.Event()
-        self._cv = threading.Condition()
-        self._slot = None  # newest (rgb, face, index, timings) waiting for the synthesiser
-        self._reader_done = False
-        self.dropped = 0
+        self._aligned = _Slot()  # reader → encoder: (rgb, face, index, timings)
+        self._encoded = _Slot()  # encoder → renderer: (rgb, face, ws, index, timings)
+        self.dropped = 0  # camera frames skipped because the pipeline was busy
         self.produced = 0
         self._times: list[float] = []
         self._threads = [
             threading.Thread(target=self._read_loop, name="live-reader", daemon=True),
-            threading.Thread(target=self._synth_loop, name="live-synth", daemon=True),
+            threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True),
+            threading.Thread(target=self._render_loop, name="live-renderer", daemon=True),
         ]
 
     def start(self) -> LiveRunner:
@@ -214,8 +288,8 @@ class LiveRunner:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
+        for slot in (self._aligned, self._encoded):
+            slot.close()
         for t in self._threads:
             if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout)
@@ -237,53 +311,62 @@ class LiveRunner:
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
     def _fail(self, e: BaseException) -> None:
+        first = not self._stop.is_set()
         self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if self.on_error is not None:
+        for slot in (self._aligned, self._encoded):
+            slot.close()
+        if first and self.on_error is not None:
             self.on_error(e)
 
     def _read_loop(self):
         index = 0
         try:
             while not self._stop.is_set():
-                rgb = self.source.read()
-                if rgb is None:
-                    break
-                with self._cv:
-                    busy = self._slot is not None
-                if busy:
-                    # The synthesiser has not taken the last aligned frame yet: aligning this one too would only
-                    # be thrown away, and steal the CPU the synthesiser needs. Keep reading so the camera's own
-                    # buffer stays fresh.
+                if self._aligned.full():
+                    # The encoder has not taken the last aligned frame yet: decoding and aligning this one would
+                    # only be thrown away, and steal CPU from the stages behind. Grab it all the same, so the
+                    # camera's own buffer never holds stale frames.
+                    if not self.source.skip():
+                        break
                     self.dropped += 1
                     index += 1
                     continue
+                rgb = self.source.read()
+                if rgb is None:
+                    break
                 t = time.perf_counter()
                 face = self.pipeline.align(rgb, time.monotonic())
-                timings = {"align": (time.perf_counter() - t) * 1e3}
-                with self._cv:
-                    self._slot = (rgb, face, index, timings)
-                    self._cv.notify_all()
+                if not self._aligned.put((rgb, face, index, {"align": (time.perf_counter() - t) * 1e3}),
+                                         self._stop):
+                    break
                 index += 1
         except BaseException as e:  # noqa: BLE001 - reported, never raised on a worker thread
             self._fail(e)
         finally:
-            with self._cv:
-                self._reader_done = True
-                self._cv.notify_all()
+            self._aligned.close()
 
-    def _synth_loop(self):
+    def _encode_loop(self):
         try:
             while True:
-                with self._cv:
-                    while self._slot is None and not self._reader_done and not self._stop.is_set():
-                        self._cv.wait()
-                    if self._stop.is_set() or (self._slot is None and self._reader_done):
-                        break
-                    rgb, face, index, timings = self._slot
-                    self._slot = None
-                result = self.pipeline.synthesize(rgb, face, index, timings)
+                item = self._aligned.take(self._stop)
+                if item is None:
+                    break
+                rgb, face, index, timings = item
+                ws = self.pipeline.encode(face, timings)
+                if not self._encoded.put((rgb, face, ws, index, timings), self._stop):
+                    break
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            self._encoded.close()
+
+    def _render_loop(self):
+        try:
+            while True:
+                item = self._encoded.take(self._stop)
+                if item is None:
+                    break
+                result = self.pipeline.finish(*item)
                 self.produced += 1
                 now = time.monotonic()
                 self._times.append(now)
