@@ -193,6 +193,187 @@ def fit_teacher(args) -> int:
     return 130 if stop["flag"] else 0
 
 
+class SourceStream:
+    """Source samples as the "real" images of the distillation's adversarial term; resumable by count."""
+
+    def __init__(self, source: FaceSource, batch: int, seed: int = 7):
+        self.source, self.batch, self.seed, self.taken = source, batch, seed, 0
+
+    def next(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.taken)
+        self.taken += 1
+        z = torch.randn(self.batch, self.source.z_dim, generator=g)
+        return self.source(z)
+
+    def state_dict(self) -> dict:
+        return {"taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.taken = int(state["taken"])
+
+
+def distill_student(args) -> int:
+    """Stage 2: the engine's distillation trainer, with the face source as the adversarial term's real images."""
+    from training.distill import DistillConfig, Distiller
+
+    out = Path(args.out)
+    resume = (out / "checkpoint.pt").exists()
+    cfg = DistillConfig(
+        teacher=str(args.teacher),
+        out=str(out),
+        steps=args.steps,
+        batch=args.batch,
+        adv_start=args.adv_start,
+        adv_ramp=args.adv_ramp,
+        sample_every=args.save_every,
+        ckpt_every=args.save_every,
+        eval_every=args.save_every * 4,
+        device=args.device,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps else None
+    trainer = Distiller(cfg, resume=resume, real_source=reals)
+    status = trainer.run()
+    trainer.export()
+    trainer.close()
+    print(f"student ({status}): {out / 'student.safetensors'}")
+    return 0 if status == "done" else 130
+
+
+def train_encoder_stage(args) -> int:
+    """Stage 3: the inversion encoder, trained on the teacher's samples (the teacher's and student's W space is one)."""
+    from engine.io.checkpoints import load_generator
+    from training.encoder import state_path, train_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) / "encoder.safetensors"
+    G = load_generator(args.teacher)
+    train_encoder(G, out, steps=args.steps, batch=args.batch, resume=state_path(out).exists(),
+                  device=args.device, checkpoint_every=args.save_every)
+    print(f"encoder: {out}")
+    return 0
+
+
+# The names given to the demo's directions after looking at their sweeps (training/recipe.py directions --preview):
+# method, index, name, W+ layer range, slider range. Re-running the stage with the same models reproduces them.
+DEMO_DIRECTIONS_FILE = Path(__file__).with_name("demo_directions.json")
+
+
+def directions_stage(args) -> int:
+    """Stage 4: SeFa (on the student's style affines) and GANSpace (PCA of W), previews, then the named set."""
+    from engine.edit import Direction, DirectionSet, ganspace, sefa
+    from engine.io.checkpoints import load_generator
+    from engine.io.directions import save_directions
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    S = load_generator(args.student)
+    sets = {"sefa": sefa(S, num=args.num), "pc": ganspace(S, num=args.num, samples=20000)}
+    z = torch.from_numpy(__import__("numpy").random.RandomState(5).randn(6, S.z_dim)).float()
+    with torch.no_grad():
+        base = S.mapping(z, psi=0.7)
+        for prefix, dset in sets.items():
+            rows = []
+            for d in dset:
+                a, b = d.layers
+                for alpha in torch.linspace(d.slider[0], d.slider[1], 7):
+                    ws = base.clone()
+                    vec = d.vector if d.vector.ndim == 1 else d.vector[a : b + 1]
+                    ws[:, a : b + 1] += float(alpha) * torch.as_tensor(vec).float()
+                    rows.append(S.synthesis(ws[:3]))
+            pics = torch.stack(rows).view(len(dset), 7, 3, 3, S.resolution, S.resolution)
+            pics = pics.permute(0, 2, 1, 3, 4, 5).reshape(-1, 3, S.resolution, S.resolution)
+            save_image(make_grid(to_uint8(pics), cols=7), out / f"preview_{prefix}.png")
+            save_directions(out / f"all_{prefix}.npz", dset)
+    if not DEMO_DIRECTIONS_FILE.exists():
+        print(f"previews in {out}; name the clear directions in {DEMO_DIRECTIONS_FILE} and re-run")
+        return 0
+    spec = json.loads(DEMO_DIRECTIONS_FILE.read_text())
+    named = DirectionSet.for_model(S)
+    for item in spec["directions"]:
+        d = sets[item["method"]][item["index"]]
+        named.add(Direction(item["name"], d.vector, layers=tuple(item["layers"]), slider=tuple(item["slider"]),
+                            method=d.method, info={**d.info, "from": d.name, "note": item.get("note", "")}))
+    save_directions(out / "directions.npz", named)
+    print(f"directions: {out / 'directions.npz'} ({', '.join(named.names)})")
+    return 0
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean(dim=[1, 2, 3])
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+def publish(args) -> int:
+    """Copy the stage outputs into assets/, render the sample grid and measure the model card's metrics."""
+    import shutil
+
+    import numpy as np
+
+    from engine import assets
+    from engine.io.checkpoints import file_sha256, load_generator
+    from engine.models.frechet import METRIC_NAME, frechet_distance, mobilenet_features
+    from engine.models.perceptual import PerceptualLoss
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = {
+        assets.TEACHER: Path(args.teacher),
+        assets.STUDENT: Path(args.student),
+        assets.ENCODER: Path(args.encoder),
+        assets.DIRECTIONS: Path(args.directions),
+    }
+    for src in files.values():
+        if not src.exists():
+            raise UserError(f"{src} is missing; run the earlier stages first")
+    T, S = load_generator(files[assets.TEACHER]), load_generator(files[assets.STUDENT])
+    source = FaceSource()
+    seeds = list(range(args.grid_seeds))
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(T.z_dim) for s in seeds])).float()
+    with torch.no_grad():
+        ws = T.mapping(z)  # ψ = 1: the source has no truncation, so this is the comparable row
+        rows = [source(z), T.synthesis(ws), S.synthesis(ws)]
+    save_image(make_grid(to_uint8(torch.cat(rows)), cols=len(seeds)), assets.ASSETS / "samples.png")
+
+    # Student vs teacher on shared latents, and FD-MobileNetV2 of each against the source.
+    lp = PerceptualLoss("mobilenet_v2")
+    n = args.metric_samples
+    g = torch.Generator().manual_seed(2024)
+    zs = torch.randn(n, T.z_dim, generator=g)
+    perc, ps, t_imgs, s_imgs, src_imgs = [], [], [], [], []
+    with torch.no_grad():
+        for i in tqdm(range(0, n, 25), desc="metrics", unit="batch"):
+            wb = T.mapping(zs[i : i + 25])
+            t, s = T.synthesis(wb), S.synthesis(wb)
+            perc.append(lp(s, t))
+            ps.append(_psnr(s, t))
+            t_imgs.append(to_uint8(t))
+            s_imgs.append(to_uint8(s))
+            src_imgs.append(to_uint8(source(zs[i : i + 25])))
+    feats = {k: mobilenet_features(np.concatenate(v), progress=False)
+             for k, v in {"source": src_imgs, "teacher": t_imgs, "student": s_imgs}.items()}
+    metrics = {
+        "samples": n,
+        "student_vs_teacher_perceptual": float(torch.cat(perc).mean()),
+        "student_vs_teacher_psnr_db": float(torch.cat(ps).mean()),
+        "fd_mobilenetv2_teacher_vs_source": frechet_distance(feats["teacher"], feats["source"]),
+        "fd_mobilenetv2_student_vs_source": frechet_distance(feats["student"], feats["source"]),
+        "fd_mobilenetv2_student_vs_teacher": frechet_distance(feats["student"], feats["teacher"]),
+        "fd_metric": METRIC_NAME,
+    }
+    for dst, src in files.items():
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+    sizes = {dst.name: {"bytes": dst.stat().st_size, "sha256": file_sha256(dst)} for dst in files}
+    (assets.ASSETS / "metrics.json").write_text(json.dumps({"metrics": metrics, "files": sizes}, indent=1))
+    for k, v in metrics.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    print(f"published to {assets.ASSETS}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -209,6 +390,44 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--device", default="auto")
     t.set_defaults(fn=fit_teacher)
+
+    st = sub.add_parser("student", help="distil the BlazeStyleGAN student from the teacher")
+    st.add_argument("--teacher", default="runs/demo-teacher/teacher.safetensors")
+    st.add_argument("--out", default="runs/demo-student")
+    st.add_argument("--steps", type=int, default=20000)
+    st.add_argument("--batch", type=int, default=8)
+    st.add_argument("--adv-start", type=int, default=4000)
+    st.add_argument("--adv-ramp", type=int, default=2000)
+    st.add_argument("--save-every", type=int, default=250)
+    st.add_argument("--threads", type=int, default=None)
+    st.add_argument("--device", default="auto")
+    st.set_defaults(fn=distill_student)
+
+    e = sub.add_parser("encoder", help="train the inversion encoder on teacher samples")
+    e.add_argument("--teacher", default="runs/demo-teacher/teacher.safetensors")
+    e.add_argument("--out", default="runs/demo-encoder")
+    e.add_argument("--steps", type=int, default=10000)
+    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--save-every", type=int, default=250)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--device", default="auto")
+    e.set_defaults(fn=train_encoder_stage)
+
+    d = sub.add_parser("directions", help="SeFa/GANSpace directions, previews, and the named set")
+    d.add_argument("--student", default="runs/demo-student/student.safetensors")
+    d.add_argument("--out", default="runs/demo-directions")
+    d.add_argument("--num", type=int, default=10)
+    d.set_defaults(fn=directions_stage)
+
+    pb = sub.add_parser("publish", help="copy the results into assets/ with the sample grid and metrics")
+    pb.add_argument("--teacher", default="runs/demo-teacher/teacher.safetensors")
+    pb.add_argument("--student", default="runs/demo-student/student.safetensors")
+    pb.add_argument("--encoder", default="runs/demo-encoder/encoder.safetensors")
+    pb.add_argument("--directions", default="runs/demo-directions/directions.npz")
+    pb.add_argument("--grid-seeds", type=int, default=10)
+    pb.add_argument("--metric-samples", type=int, default=500)
+    pb.add_argument("--threads", type=int, default=None)
+    pb.set_defaults(fn=publish)
     args = p.parse_args(argv)
     try:
         return args.fn(args)
