@@ -234,6 +234,15 @@ def distill_student(args) -> int:
         torch.set_num_threads(args.threads)
     reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps else None
     trainer = Distiller(cfg, resume=resume, real_source=reals)
+    if args.init and not resume:
+        # Warm start from an earlier student (e.g. one distilled from a less-trained snapshot of the same teacher):
+        # only the synthesis network; the mapping always comes from this run's teacher.
+        from engine.io.checkpoints import load_generator
+
+        prev = load_generator(args.init)
+        for net in (trainer.student, trainer.ema):
+            net.synthesis.load_state_dict(prev.synthesis.state_dict())
+        print(f"student synthesis initialised from {args.init}", file=sys.stderr)
     status = trainer.run()
     trainer.export()
     trainer.close()
@@ -396,6 +405,7 @@ def main(argv=None) -> int:
     st.add_argument("--out", default="runs/demo-student")
     st.add_argument("--steps", type=int, default=20000)
     st.add_argument("--batch", type=int, default=8)
+    st.add_argument("--init", default=None, help="start the student's synthesis from this earlier student")
     st.add_argument("--adv-start", type=int, default=4000)
     st.add_argument("--adv-ramp", type=int, default=2000)
     st.add_argument("--save-every", type=int, default=250)
