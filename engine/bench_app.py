@@ -1,9 +1,9 @@
 """`main.py bench --app`: the editor's two interactive paths, measured without Qt.
 
 - Slider to frame: a slider value goes into the EditSession (the path the app's sliders take), which computes the
-  edited W+ and renders it on its worker; the time until the frame is ready. Measured one change at a time (the
-  latency a user feels per step) and as a 60 Hz drag (requests merged: how many frames per second reach the screen,
-  and how old each one is).
+  edited W+ and renders it on its worker; the time until the frame is ready. Measured one change at a time after an
+  idle pause (the latency a user feels per key press) and as a 60 Hz drag (requests merged: how many frames per
+  second reach the screen, and how old each one is).
 - Webcam: a video made from the fixture photos plays as a 30 fps camera through `engine.live` (align → encode →
   edit → render → paste back on three overlapped threads); output frames per second, the CPU each frame took and
   each stage's time.
@@ -97,7 +97,9 @@ def make_camera_video(path, seconds: float = 6.0, fps: float = 30.0, size=(640, 
     return Path(path)
 
 
-def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float = 60.0) -> dict:
+def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float = 60.0, pause: float = 0.1) -> dict:
+    """pause: idle time before each single step, as between key presses. It matters: a render that follows an
+    idle gap starts with cold caches (and, in a VM, a sleeping vCPU) and was ~30% slower than back-to-back ones."""
     from engine.edit import EditSession, sefa
 
     dset = sefa(G, num=4)
@@ -112,6 +114,7 @@ def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float =
         # One change at a time: the user presses an arrow key, or drags slowly.
         lat = []
         for i, v in enumerate(values):
+            time.sleep(pause)
             t = time.perf_counter()
             s.set_alpha(name, float(v) + (1e-3 if i % 2 else 0.0), merge=True)
             version = s.request_render()

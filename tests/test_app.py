@@ -399,7 +399,7 @@ def test_bench_app_paths_run_on_a_small_model(model_dir):
     from engine.models.encoder import load_encoder
 
     S = engine.load_generator(model_dir / "student.safetensors")
-    s = bench_slider(S, steps=4, drag_seconds=0.5)
+    s = bench_slider(S, steps=4, drag_seconds=0.5, pause=0.01)
     assert s["step_median_ms"] > 0 and s["drag_frames"] >= 1
     assert s["drag_frames"] <= s["drag_requests"]  # merged, never more frames than requests
     w = bench_webcam(S, load_encoder(model_dir / "encoder.safetensors"), seconds=1.0, warmup=0.3,
