@@ -64,6 +64,9 @@ class MainWindow(QMainWindow):
         self._thumb_seed: int | None = None
         self._thumb_version = 0
         self._photo_version: int | None = None  # photoReady fires on the first frame at least this new
+        # Frames older than this show a state from before the last switch of what is edited (seed, photo, latent,
+        # undo): skipped, so a late frame never flashes the previous picture.
+        self._min_version = 0
         self._photos: dict[int, app_models.PhotoState] = {}  # by id, so undo can go back to an earlier photo
         self._last_frame = None
         self._pending_latent = None
@@ -329,6 +332,7 @@ class MainWindow(QMainWindow):
 
         def done(T):
             self.models.teacher = T
+            self._min_version = 0  # a new session counts its versions from 0 again
             self.bridge.set_teacher(T)
             self._update_model_labels()
             self.model_panel.side_by_side.setChecked(True)
@@ -367,6 +371,7 @@ class MainWindow(QMainWindow):
     def _set_models(self, models: app_models.LoadedModels):
         self.models = models
         G = models.G
+        self._min_version = 0  # a new session counts its versions from 0 again
         self.bridge.attach(G, teacher=models.teacher, directions=models.directions, source=models.directions_source)
         self._remember_recent("models", G.source_path)
         self.settings.setValue("model/last", G.source_path)
@@ -440,6 +445,7 @@ class MainWindow(QMainWindow):
         self._thumb_version = self.bridge.set_seed(int(seed))
         if not psi_first and (self.bridge.snapshot() or {}).get("psi") != psi:
             self._thumb_version = self.bridge.set_psi(psi)
+        self._min_version = self._thumb_version
 
     def step_seed(self, delta: int):
         if self.mode in ("photo", "latent"):
@@ -595,12 +601,14 @@ class MainWindow(QMainWindow):
     # ============================================================================================= undo / redo
     def undo(self):
         if self.bridge.undo():
+            self._min_version = self.bridge.session.version
             self._sync_from_session()
         else:
             self.statusBar().showMessage("nothing to undo", 2000)
 
     def redo(self):
         if self.bridge.redo():
+            self._min_version = self.bridge.session.version
             self._sync_from_session()
         else:
             self.statusBar().showMessage("nothing to redo", 2000)
@@ -654,7 +662,7 @@ class MainWindow(QMainWindow):
 
     # ================================================================================================= frames
     def _on_frame(self, frame):
-        if self.mode == "camera":
+        if self.mode == "camera" or frame.version < self._min_version:
             return
         self._last_frame = frame
         now = time.monotonic()
@@ -776,6 +784,7 @@ class MainWindow(QMainWindow):
             self._photos.pop(next(iter(self._photos)))
         self._photo_version = self.bridge.set_base(state.ws, "photo", state.name, photo=state.name,
                                                    photo_id=id(state))
+        self._min_version = self._photo_version
         self._sync_from_session()
         q = state.quality
         self.photo_panel.info.setText(
@@ -973,7 +982,7 @@ class MainWindow(QMainWindow):
         self.bridge.set_postprocess(None)
         self.seed_panel.set_photo_mode(True)
         # The file holds an already edited W+: it becomes the base, without ψ or the current sliders on top.
-        self.bridge.set_base(ws[:1], "latent", Path(path).name, latent=Path(path).name)
+        self._min_version = self.bridge.set_base(ws[:1], "latent", Path(path).name, latent=Path(path).name)
         self._sync_from_session()
         extra = f" (first of {len(ws)})" if len(ws) > 1 else ""
         self.notify(f"loaded {Path(path).name}{extra}")

@@ -415,3 +415,20 @@ def test_bench_app_paths_run_on_a_small_model(model_dir):
         ok, frame = cap.read()
         cap.release()
         assert ok and frame.shape == (480, 640, 3)
+
+
+def test_open_teacher_later_and_refuse_a_foreign_one(qtbot, window, model_dir, tmp_path, rosinality_pt):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(model_dir / "student.safetensors", alone / "student.safetensors")
+    with qtbot.waitSignal(window.modelLoaded, timeout=TIMEOUT):
+        window.open_model(str(alone / "student.safetensors"))
+    qtbot.waitUntil(lambda: window.history.seeds() == [0], timeout=TIMEOUT)
+    assert window.models.teacher is None and not window.model_panel.side_by_side.isEnabled()
+    window.open_teacher(str(rosinality_pt))  # another model's W space
+    qtbot.waitUntil(lambda: "not this student's teacher" in window.view.toast_text(), timeout=TIMEOUT)
+    assert window.models.teacher is None
+    assert not window.dir_panel.rows  # nothing beside the lone student: no directions either
+    window.open_teacher(str(model_dir / "teacher.safetensors"))
+    qtbot.waitUntil(lambda: len(window.view.panes()) == 2, timeout=TIMEOUT)
+    assert window.view.panes()[0].title.startswith("Teacher")
