@@ -27,7 +27,7 @@ lint: install
 	$(VPY) -m ruff check .
 
 bench: install
-	$(VPY) main.py bench
+	$(VPY) main.py bench --app
 
 clean:
 	rm -rf $(VENV) .pytest_cache

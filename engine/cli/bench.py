@@ -48,7 +48,7 @@ def run(args) -> int:
         results["speedup_256"] = ratio
         print(f"student/teacher speed ratio at 256: {ratio:.1f}×")
     if args.app:
-        from engine.bench import bench_app_paths
+        from engine.bench_app import bench_app_paths
 
         results["app"] = bench_app_paths()
     results["machine"] = {
