@@ -4,7 +4,6 @@ converters' own console output (the export shows one progress bar of its own).""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import io
 import logging
@@ -13,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.io.checkpoints import file_sha256
 
 FORMATS = ("coreml", "tflite", "onnx")
 PRECISIONS = ("fp16", "fp32")
@@ -48,12 +48,7 @@ def require_tools(formats) -> None:
                 ) from None
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256  # one implementation, shared with the checkpoint readers
 
 
 def files_under(path: Path) -> list[Path]:

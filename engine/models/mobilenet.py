@@ -127,16 +127,7 @@ class MobileNetV2(nn.Module):
 
     def stages(self, x: torch.Tensor, indices: Sequence[int] = DEFAULT_STAGES) -> list[torch.Tensor]:
         """Outputs of `features[i]` for each i in `indices` (ascending), running only as far as the last one."""
-        assert x.ndim == 4 and x.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(x.shape)}"
-        wanted = sorted(set(indices))
-        if not wanted or wanted[0] < 0 or wanted[-1] >= len(self.features):
-            raise ValueError(f"stage indices must lie in 0..{len(self.features) - 1}, got {list(indices)}")
-        out: dict[int, torch.Tensor] = {}
-        for i, block in enumerate(self.features[: wanted[-1] + 1]):
-            x = block(x)
-            if i in wanted:
-                out[i] = x
-        return [out[i] for i in indices]
+        return run_stages(self.features, x, indices)
 
 
 def weights_path() -> Path:
@@ -203,3 +194,17 @@ def preprocess_uint8(image, size: int = 224, resize: int = 256) -> torch.Tensor:
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     top, left = (nh - size) // 2, (nw - size) // 2
     return normalize_imagenet(x[:, :, top : top + size, left : left + size])
+
+
+def run_stages(features: nn.Sequential, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
+    """Outputs of `features[i]` for each i in `indices`, running the layers only as far as the last one asked for."""
+    assert x.ndim == 4 and x.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(x.shape)}"
+    wanted = sorted(set(indices))
+    if not wanted or wanted[0] < 0 or wanted[-1] >= len(features):
+        raise ValueError(f"stage indices must lie in 0..{len(features) - 1}, got {list(indices)}")
+    out: dict[int, torch.Tensor] = {}
+    for i, layer in enumerate(features[: wanted[-1] + 1]):
+        x = layer(x)
+        if i in wanted:
+            out[i] = x
+    return [out[i] for i in indices]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.errors import UserError
+from engine.models.mobilenet import run_stages
 
 # Channels of each 3×3 conv, "M" for a 2×2 max pool (configuration D of the paper).
 _CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -47,16 +48,7 @@ class VGG16(nn.Module):
 
     def stages(self, x: torch.Tensor, indices: Sequence[int] = DEFAULT_STAGES) -> list[torch.Tensor]:
         """Outputs of `features[i]` for each i in `indices`, running only as far as the last one."""
-        assert x.ndim == 4 and x.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(x.shape)}"
-        wanted = sorted(set(indices))
-        if not wanted or wanted[0] < 0 or wanted[-1] >= len(self.features):
-            raise ValueError(f"stage indices must lie in 0..{len(self.features) - 1}, got {list(indices)}")
-        out: dict[int, torch.Tensor] = {}
-        for i, layer in enumerate(self.features[: wanted[-1] + 1]):
-            x = layer(x)
-            if i in wanted:
-                out[i] = x
-        return [out[i] for i in indices]
+        return run_stages(self.features, x, indices)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
