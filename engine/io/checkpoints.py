@@ -305,6 +305,10 @@ def atomic_write(path: Path, writer) -> None:
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         writer(Path(tmp))
+        # mkstemp makes the file private (0600); give it the permissions a normal write would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except Exception:
         Path(tmp).unlink(missing_ok=True)
