@@ -294,6 +294,15 @@ def save_generator(G: Generator, path, info: dict | None = None) -> Path:
     return path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; done once at import, before any worker thread exists
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Path, writer) -> None:
     """Write through a temp file in the same folder and rename, so a crash never leaves half a file."""
     path = Path(path)
@@ -306,9 +315,7 @@ def atomic_write(path: Path, writer) -> None:
     try:
         writer(Path(tmp))
         # mkstemp makes the file private (0600); give it the permissions a normal write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except Exception:
         Path(tmp).unlink(missing_ok=True)
