@@ -10,7 +10,7 @@ Stages, each one command, each resumable (re-run the same command to continue fr
     python -m training.recipe teacher    --out runs/demo-teacher      # 1. StyleGAN2 teacher fitted to the source
     python -m training.recipe student    --out runs/demo-student      # 2. BlazeStyleGAN student distilled from it
     python -m training.recipe encoder    --out runs/demo-encoder      # 3. inversion encoder
-    python -m training.recipe directions --out runs/demo-directions   # 4. SeFa/GANSpace directions, named
+    python -m training.recipe directions --out runs/demo-directions   # 4. SeFa/GANSpace directions, named by hand
     python -m training.recipe publish                                 # copy the results into assets/
 
 Stage 1 uses paired regression: teacher and source share z (the teacher's mapping sees z, the source sees the same z
@@ -271,14 +271,14 @@ DEMO_DIRECTIONS_FILE = Path(__file__).with_name("demo_directions.json")
 
 
 def directions_stage(args) -> int:
-    """Stage 4: SeFa (on the student's style affines) and GANSpace (PCA of W), previews, then the named set."""
+    """Stage 4: SeFa (on the model's style affines) and GANSpace (PCA of W), previews, then the named set."""
     from engine.edit import Direction, DirectionSet, ganspace, sefa
     from engine.io.checkpoints import load_generator
     from engine.io.directions import save_directions
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    S = load_generator(args.student)
+    S = load_generator(args.model)
     sets = {"sefa": sefa(S, num=args.num), "pc": ganspace(S, num=args.num, samples=20000)}
     z = torch.from_numpy(__import__("numpy").random.RandomState(5).randn(6, S.z_dim)).float()
     with torch.no_grad():
@@ -424,7 +424,8 @@ def main(argv=None) -> int:
     e.set_defaults(fn=train_encoder_stage)
 
     d = sub.add_parser("directions", help="SeFa/GANSpace directions, previews, and the named set")
-    d.add_argument("--student", default="runs/demo-student/student.safetensors")
+    d.add_argument("--model", default="runs/demo-teacher/teacher.safetensors",
+                   help="teacher or student: they share one W space (SeFa uses this model's style affines)")
     d.add_argument("--out", default="runs/demo-directions")
     d.add_argument("--num", type=int, default=10)
     d.set_defaults(fn=directions_stage)
