@@ -381,6 +381,8 @@ def test_keyboard_shortcuts(qtbot, window):
     from PySide6.QtCore import Qt
 
     window.activateWindow()
+    # Activation is asynchronous; a shortcut only fires in the active window, so wait for it (slow under load).
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
     window.view.setFocus()
     before = shown(window)
     qtbot.keyClick(window.view, Qt.Key_N)
