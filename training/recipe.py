@@ -132,6 +132,15 @@ def fit_teacher(args) -> int:
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+    elif args.init:
+        # Continue from published weights (e.g. assets/teacher.safetensors) when the run folder is gone.
+        from engine.io.checkpoints import load_generator
+
+        prev = load_generator(args.init)
+        G.load_state_dict(prev.state_dict())
+        G_ema.load_state_dict(prev.state_dict())
+        step = int(prev.cfg.info.get("steps", 0))
+        print(f"initialised from {args.init} (step {step})", file=sys.stderr)
     run_args = {k: v for k, v in vars(args).items() if k != "fn"}
     run_doc = {"stage": "teacher", "args": run_args, "model": cfg.to_dict()}
     (out / "config.json").write_text(json.dumps(run_doc, indent=1))
@@ -392,6 +401,7 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lpips-weight", type=float, default=1.0)
+    t.add_argument("--init", default=None, help="start from these teacher weights when there is no checkpoint")
     t.add_argument("--mapping-lr-boost", type=float, default=30.0, help="× lr for the mapping network")
     t.add_argument("--ema", type=float, default=0.995)
     t.add_argument("--save-every", type=int, default=250)
