@@ -158,7 +158,7 @@ def fit_teacher(args) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
     log = open(out / "losses.csv", "a", newline="")
     writer = csv.writer(log)
-    if step == 0:
+    if log.tell() == 0:
         writer.writerow(["step", "l1", "lpips", "total", "seconds"])
     bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
     t0 = time.time()
