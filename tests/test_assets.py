@@ -1,0 +1,51 @@
+"""The bundled demo models and the recipe that made them."""
+
+import torch
+
+import engine
+from engine import assets
+from engine.io.directions import load_directions
+from engine.io.latents import w_space_id
+from engine.models.encoder import check_compatible, load_encoder
+
+
+def test_bundled_models_belong_together():
+    S, T = engine.load_generator(), engine.load_teacher()
+    assert S.is_student and not T.is_student
+    assert (S.resolution, S.num_ws) == (T.resolution, T.num_ws) == (64, 10)
+    assert w_space_id(S) == w_space_id(T)  # the student carries its teacher's mapping
+    dirs = load_directions(assets.DIRECTIONS, S)
+    assert {"pose", "lighting", "hair colour"} <= set(dirs.names)
+    check_compatible(load_encoder(assets.ENCODER), S)
+    for f in (assets.TEACHER, assets.STUDENT, assets.ENCODER, assets.DIRECTIONS):
+        assert f.stat().st_size <= 25e6, f
+
+
+def test_bundled_student_is_close_to_its_teacher():
+    S, T = engine.load_generator(), engine.load_teacher()
+    z = torch.from_numpy(__import__("numpy").random.RandomState(1).randn(8, T.z_dim)).float()
+    with torch.no_grad():
+        ws = T.mapping(z)
+        t, s = T.synthesis(ws), S.synthesis(ws)
+        other = T.synthesis(ws.roll(1, dims=0))  # a different face
+    err, baseline = (s - t).abs().mean(), (other - t).abs().mean()
+    assert err < 0.5 * baseline, (err, baseline)
+    assert t.std() > 0.2  # not a constant image
+
+
+def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
+    from training.recipe import FaceSource, main
+
+    src = FaceSource()
+    img = src(torch.randn(2, 100))
+    assert img.shape == (2, 3, 64, 64) and -1 <= img.min() and img.max() <= 1
+    out = tmp_path / "teacher"
+    args = ["teacher", "--out", str(out), "--steps", "2", "--batch", "2", "--save-every", "1", "--threads", "1"]
+    assert main(args) == 0
+    G = engine.load_generator(out / "teacher.safetensors")
+    assert G.cfg.info["steps"] == 2 and G.z_dim == 100
+    args[4] = "3"
+    assert main(args) == 0
+    assert engine.load_generator(out / "teacher.safetensors").cfg.info["steps"] == 3
+    lines = (out / "losses.csv").read_text().splitlines()
+    assert lines[0].startswith("step") and [r.split(",")[0] for r in lines[1:]] == ["1", "2", "3"]
