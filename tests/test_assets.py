@@ -49,3 +49,13 @@ def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
     assert engine.load_generator(out / "teacher.safetensors").cfg.info["steps"] == 3
     lines = (out / "losses.csv").read_text().splitlines()
     assert lines[0].startswith("step") and [r.split(",")[0] for r in lines[1:]] == ["1", "2", "3"]
+
+
+def test_recipe_puts_signal_handlers_back(tmp_path):
+    import signal
+
+    from training.recipe import main
+
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["teacher", "--out", str(tmp_path / "t"), "--steps", "1", "--batch", "2", "--threads", "1"]) == 0
+    assert signal.getsignal(signal.SIGINT) is before

@@ -154,51 +154,59 @@ def fit_teacher(args) -> int:
         save_generator(G_ema, out / "teacher.safetensors", info={"steps": step})
 
     stop = {"flag": False}
-    signal.signal(signal.SIGINT, lambda *a: stop.update(flag=True))
-    signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
-    log = open(out / "losses.csv", "a", newline="")
-    writer = csv.writer(log)
-    if log.tell() == 0:
-        writer.writerow(["step", "l1", "lpips", "total", "seconds"])
-    bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
-    t0 = time.time()
-    while step < args.steps and not stop["flag"]:
-        z = torch.randn(args.batch, 100, device=device)
-        target = source(z)
-        ws = G.mapping(z)
-        img = G.synthesis(ws, noise_mode="const")
-        l1 = (img - target).abs().mean()
-        lp = lpips(img, target).mean()
-        loss = l1 + args.lpips_weight * lp
-        if not torch.isfinite(loss):
-            raise UserError(f"teacher fit diverged at step {step} (loss {loss.item()}); last checkpoint kept")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(G.parameters(), 10.0)
-        opt.step()
-        with torch.no_grad():
-            beta = min(args.ema, (1 + step) / (10 + step))
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
-                pe.lerp_(p, 1 - beta)
-            for be, b in zip(G_ema.buffers(), G.buffers()):
-                be.copy_(b)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(l1=f"{l1.item():.3f}", lpips=f"{lp.item():.3f}")
-        writer.writerow([step, f"{l1.item():.5f}", f"{lp.item():.5f}", f"{loss.item():.5f}", f"{time.time() - t0:.1f}"])
-        if step % args.save_every == 0 or step == args.steps:
+    # Ctrl-C / SIGTERM finish the step and save; the previous handlers come back afterwards (this also runs
+    # inside other programs, e.g. tests).
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old_handlers:
+        signal.signal(s, lambda *a: stop.update(flag=True))
+    try:
+        log = open(out / "losses.csv", "a", newline="")
+        writer = csv.writer(log)
+        if log.tell() == 0:
+            writer.writerow(["step", "l1", "lpips", "total", "seconds"])
+        bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
+        t0 = time.time()
+        while step < args.steps and not stop["flag"]:
+            z = torch.randn(args.batch, 100, device=device)
+            target = source(z)
+            ws = G.mapping(z)
+            img = G.synthesis(ws, noise_mode="const")
+            l1 = (img - target).abs().mean()
+            lp = lpips(img, target).mean()
+            loss = l1 + args.lpips_weight * lp
+            if not torch.isfinite(loss):
+                raise UserError(f"teacher fit diverged at step {step} (loss {loss.item()}); last checkpoint kept")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(G.parameters(), 10.0)
+            opt.step()
             with torch.no_grad():
-                G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
-                pics = torch.cat([fixed_src, G_ema.synthesis(G_ema.mapping(fixed_z))])
-            save_image(make_grid(to_uint8(pics), cols=16), out / f"samples_{step:06d}.png")
-            save()
-            log.flush()
-    with torch.no_grad():
-        G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
-    save()
-    log.close()
-    bar.close()
-    print(f"teacher at step {step}: {out / 'teacher.safetensors'}")
+                beta = min(args.ema, (1 + step) / (10 + step))
+                for pe, p in zip(G_ema.parameters(), G.parameters()):
+                    pe.lerp_(p, 1 - beta)
+                for be, b in zip(G_ema.buffers(), G.buffers()):
+                    be.copy_(b)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(l1=f"{l1.item():.3f}", lpips=f"{lp.item():.3f}")
+            values = (l1.item(), lp.item(), loss.item())
+            writer.writerow([step, *(f"{v:.5f}" for v in values), f"{time.time() - t0:.1f}"])
+            if step % args.save_every == 0 or step == args.steps:
+                with torch.no_grad():
+                    G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
+                    pics = torch.cat([fixed_src, G_ema.synthesis(G_ema.mapping(fixed_z))])
+                save_image(make_grid(to_uint8(pics), cols=16), out / f"samples_{step:06d}.png")
+                save()
+                log.flush()
+        with torch.no_grad():
+            G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
+        save()
+        log.close()
+        bar.close()
+        print(f"teacher at step {step}: {out / 'teacher.safetensors'}")
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
     return 130 if stop["flag"] else 0
 
 
