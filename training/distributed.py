@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from engine.errors import UserError
+from engine.device import pick_device
 
 
 @dataclass
@@ -32,20 +32,7 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" → this process's GPU when CUDA is available, else the CPU; otherwise a torch device name."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
+resolve_device = pick_device  # one implementation, shared with the engine's commands
 
 
 def init(device_name: str = "auto", timeout_min: float = 30) -> DistEnv:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.device import pick_device
 from engine.errors import NoFaceError, UserError
 from engine.io.checkpoints import atomic_write
 from engine.io.latents import w_space_id
@@ -65,17 +66,6 @@ def state_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.stem + STATE_SUFFIX)
 
-
-def pick_device(name: str | None = None) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine.device import pick_device
 from engine.errors import UserError
 from engine.io.checkpoints import atomic_write, save_generator
 from engine.models.config import ModelConfig
@@ -92,16 +93,11 @@ class FaceSource:
 # Stage 1: teacher
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def fit_teacher(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(args.device)
+    device = pick_device(args.device)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from engine.cli.common import add_model_argument, load_model
+from engine.device import pick_device
 from engine.errors import UserError
 
 DEFAULT_STEPS = 100  # after an encoder: it only has to refine
@@ -34,17 +34,6 @@ def add_arguments(p):
     p.add_argument("--out", "-o", required=True, help="the latent .npz; its comparison image goes beside it (.png)")
     p.add_argument("--image-out", default=None, help="where to write the comparison image (default: OUT with .png)")
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
-    return device
 
 
 def _pick_encoder(args, G):
@@ -84,7 +73,7 @@ def run(args) -> int:
     png = Path(args.image_out) if args.image_out else out.with_suffix(".png")
     if args.steps is not None and args.steps < 0:
         raise UserError("--steps must be 0 or more")
-    device = _device(args.device)
+    device = pick_device(args.device)
 
     G = load_model(args.model).to(device)
     E, note = _pick_encoder(args, G)

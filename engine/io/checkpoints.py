@@ -322,6 +322,21 @@ def atomic_write(path: Path, writer) -> None:
         raise
 
 
+def write_npz(path, arrays: dict) -> Path:
+    """Write arrays to an .npz (no pickled objects) atomically; a failure is one clear UserError."""
+    path = Path(path)
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
 def read_native_config(path) -> ModelConfig:
     from safetensors import safe_open
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
-from engine.io.checkpoints import atomic_write
+from engine.io.checkpoints import write_npz
 from engine.io.latents import _jsonable, w_space_id
 
 FORMAT = "blazestudio-directions"
@@ -176,16 +176,7 @@ def save_directions(path, dset: DirectionSet) -> Path:
             "w_dim": dset.w_dim, "model": dset.model, "directions": records}
     arrays = {f"v{i}": d.vector.numpy() for i, d in enumerate(dset)}
     arrays["meta"] = np.array(json.dumps(meta))
-
-    def write(tmp: Path):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+    return write_npz(path, arrays)
 
 
 def load_directions(path, G=None) -> DirectionSet:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
-from engine.io.checkpoints import atomic_write
+from engine.io.checkpoints import write_npz
 
 FORMAT = "blazestudio-latent"
 
@@ -53,16 +53,7 @@ def save_latent(path, ws: torch.Tensor, G, **meta) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise UserError(f"latent files end in .npz, not {path.suffix or '(none)'}: {path}")
-
-    def write(tmp: Path):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+    return write_npz(path, arrays)
 
 
 def load_latent(path, G=None) -> tuple[torch.Tensor, dict]:
