@@ -40,15 +40,26 @@ def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
     img = src(torch.randn(2, 100))
     assert img.shape == (2, 3, 64, 64) and -1 <= img.min() and img.max() <= 1
     out = tmp_path / "teacher"
-    args = ["teacher", "--out", str(out), "--steps", "2", "--batch", "2", "--save-every", "1", "--threads", "1"]
+    # Regression first, then the adversarial polish from step 1 on (full weight at once).
+    args = ["teacher", "--out", str(out), "--steps", "2", "--batch", "2", "--save-every", "1", "--threads", "1",
+            "--adv-start", "1", "--adv-ramp", "1"]
     assert main(args) == 0
     G = engine.load_generator(out / "teacher.safetensors")
     assert G.cfg.info["steps"] == 2 and G.z_dim == 100
+    d_before = torch.load(out / "checkpoint.pt", weights_only=True)["D"]
     args[4] = "3"
     assert main(args) == 0
     assert engine.load_generator(out / "teacher.safetensors").cfg.info["steps"] == 3
-    lines = (out / "losses.csv").read_text().splitlines()
-    assert lines[0].startswith("step") and [r.split(",")[0] for r in lines[1:]] == ["1", "2", "3"]
+    d_after = torch.load(out / "checkpoint.pt", weights_only=True)["D"]
+    # the discriminator was resumed and trained on, not started afresh
+    moved = [(d_after[k] - d_before[k]).abs().max() for k in d_before if d_before[k].is_floating_point()]
+    assert 0 < max(moved) < 0.5
+    import csv
+
+    rows = list(csv.DictReader((out / "losses.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0]["adv_weight"]) == 0 and float(rows[0]["g_adv"]) == 0
+    assert all(float(r["adv_weight"]) == 0.1 and float(r["g_adv"]) > 0 for r in rows[1:])
 
 
 def test_recipe_puts_signal_handlers_back(tmp_path):

@@ -15,8 +15,9 @@ Stages, each one command, each resumable (re-run the same command to continue fr
 
 Stage 1 uses paired regression: teacher and source share z (the teacher's mapping sees z, the source sees the same z
 normalised the way the mapping normalises it), so the teacher is trained like a supervised network to reproduce the
-source image for each z (pixel L1 + perceptual), which is far cheaper than adversarial training from scratch. The
-adversarial polish is the distillation trainer's discriminator, run against source samples.
+source image for each z (pixel L1 + perceptual), which is far cheaper than adversarial training from scratch. From
+--adv-start on, an adversarial polish adds training/'s discriminator judging against source samples (regression terms
+kept, so each z stays tied to its source face) to put back the texture a regression fit averages away.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ TEACHER_CONFIG = dict(
     channels={4: 256, 8: 256, 16: 192, 32: 128, 64: 64},
     conv_clamp=256.0,
 )
+# The polish's discriminator: narrower than NVIDIA's plan, since it only has to judge 64×64 texture on a CPU.
+POLISH_D_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -108,6 +111,15 @@ def fit_teacher(args) -> int:
     from engine.models.perceptual import PerceptualLoss
 
     lpips = PerceptualLoss("mobilenet_v2", resize=0).to(device)
+    # Adversarial polish: a regression fit is the conditional mean of what the teacher cannot yet tell apart, so it
+    # comes out blurred; a discriminator on source samples puts back texture while the regression terms keep each z
+    # tied to its source face.
+    from training.discriminator import Discriminator, DiscriminatorConfig
+    from training.losses import discriminator_adversarial, generator_adversarial, r1_penalty
+
+    D = Discriminator(DiscriminatorConfig(resolution=64, channels=POLISH_D_CHANNELS)).to(device)
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99))
+    r1_gamma = args.r1_gamma
     # StyleGAN's 0.01 learning-rate multiplier on the mapping network keeps GAN training stable, but in a supervised fit
     # it freezes z → w near its random start and the synthesis can only learn the mean face: boost it.
     groups = [
@@ -125,6 +137,12 @@ def fit_teacher(args) -> int:
             opt.load_state_dict(st["opt"])
         except ValueError:
             print("optimiser layout changed; continuing with fresh optimiser state", file=sys.stderr)
+        # Learning rates come from this command line, not the checkpoint (e.g. a smaller mapping boost for the polish).
+        for group, lr in zip(opt.param_groups, (args.lr, args.lr * args.mapping_lr_boost)):
+            group["lr"] = lr
+        if "D" in st:  # checkpoints from before the polish have none: the discriminator then starts fresh
+            D.load_state_dict(st["D"])
+            opt_D.load_state_dict(st["opt_D"])
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
@@ -145,7 +163,7 @@ def fit_teacher(args) -> int:
 
     def save():
         state = {"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                 "rng": torch.get_rng_state()}
+                 "rng": torch.get_rng_state(), "D": D.state_dict(), "opt_D": opt_D.state_dict()}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         save_generator(G_ema, out / "teacher.safetensors", info={"steps": step})
 
@@ -159,7 +177,7 @@ def fit_teacher(args) -> int:
         log = open(out / "losses.csv", "a", newline="")
         writer = csv.writer(log)
         if log.tell() == 0:
-            writer.writerow(["step", "l1", "lpips", "total", "seconds"])
+            writer.writerow(["step", "l1", "lpips", "total", "seconds", "g_adv", "d_loss", "adv_weight"])
         bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
         t0 = time.time()
         while step < args.steps and not stop["flag"]:
@@ -170,12 +188,30 @@ def fit_teacher(args) -> int:
             l1 = (img - target).abs().mean()
             lp = lpips(img, target).mean()
             loss = l1 + args.lpips_weight * lp
+            adv_w = polish_weight(args, step)
+            g_adv = d_loss = torch.zeros(())
+            if adv_w > 0:
+                D.requires_grad_(False)
+                g_adv = generator_adversarial(D(img))
+                loss = loss + adv_w * g_adv
             if not torch.isfinite(loss):
                 raise UserError(f"teacher fit diverged at step {step} (loss {loss.item()}); last checkpoint kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(G.parameters(), 10.0)
             opt.step()
+            if adv_w > 0:
+                D.requires_grad_(True)
+                d_loss = discriminator_adversarial(D(img.detach()), D(target))
+                opt_D.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_D.step()
+                if step % 16 == 0:  # lazy R1, as in StyleGAN2
+                    real = target.detach().requires_grad_(True)
+                    reg = r1_penalty(D(real), real) * (r1_gamma / 2 * 16)
+                    opt_D.zero_grad(set_to_none=True)
+                    reg.backward()
+                    opt_D.step()
             with torch.no_grad():
                 beta = min(args.ema, (1 + step) / (10 + step))
                 for pe, p in zip(G_ema.parameters(), G.parameters()):
@@ -184,9 +220,10 @@ def fit_teacher(args) -> int:
                     be.copy_(b)
             step += 1
             bar.update(1)
-            bar.set_postfix(l1=f"{l1.item():.3f}", lpips=f"{lp.item():.3f}")
+            bar.set_postfix(l1=f"{l1.item():.3f}", lpips=f"{lp.item():.3f}", adv=f"{g_adv.item():.2f}")
             values = (l1.item(), lp.item(), loss.item())
-            writer.writerow([step, *(f"{v:.5f}" for v in values), f"{time.time() - t0:.1f}"])
+            writer.writerow([step, *(f"{v:.5f}" for v in values), f"{time.time() - t0:.1f}",
+                             f"{g_adv.item():.5f}", f"{d_loss.item():.5f}", f"{adv_w:g}"])
             if step % args.save_every == 0 or step == args.steps:
                 with torch.no_grad():
                     G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
@@ -204,6 +241,13 @@ def fit_teacher(args) -> int:
         for s, h in old_handlers.items():
             signal.signal(s, h)
     return 130 if stop["flag"] else 0
+
+
+def polish_weight(args, step: int) -> float:
+    """Weight of the teacher's adversarial term: 0 until --adv-start, then a linear ramp over --adv-ramp steps."""
+    if args.adv_weight <= 0 or step < args.adv_start:
+        return 0.0
+    return args.adv_weight * min(1.0, (step - args.adv_start + 1) / max(1, args.adv_ramp))
 
 
 class SourceStream:
@@ -408,6 +452,10 @@ def main(argv=None) -> int:
     t.add_argument("--init", default=None, help="start from these teacher weights when there is no checkpoint")
     t.add_argument("--mapping-lr-boost", type=float, default=30.0, help="× lr for the mapping network")
     t.add_argument("--ema", type=float, default=0.995)
+    t.add_argument("--adv-start", type=int, default=5900, help="step at which the adversarial polish begins")
+    t.add_argument("--adv-ramp", type=int, default=300, help="steps over which its weight ramps up")
+    t.add_argument("--adv-weight", type=float, default=0.1, help="weight of the polish (0: regression only)")
+    t.add_argument("--r1-gamma", type=float, default=0.05)
     t.add_argument("--save-every", type=int, default=250)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
