@@ -45,12 +45,24 @@ def directions(tmp_path_factory, student):
 def exported(tmp_path_factory, student, directions):
     path, _ = student
     out = tmp_path_factory.mktemp("export") / "phone"
-    manifest = export_model(path, out, directions=directions[0], progress=False)
+    manifest = export_model(path, out, directions=directions[0], progress=False,
+                            callback=lambda *a: PROGRESS.append(a))
     return out, manifest
+
+
+PROGRESS = []  # the export's callback(done, total, text) calls, for the app's progress bar
 
 
 def _entry(manifest, name, fmt, precision):
     return next(e for e in manifest["models"] if (e["name"], e["format"], e["precision"]) == (name, fmt, precision))
+
+
+def test_export_reports_progress(exported):
+    done = [d for d, _, _ in PROGRESS]
+    totals = {t for _, t, _ in PROGRESS}
+    # reference images, then synthesis + mapping for each of the 3 formats, then the manifest
+    assert totals == {7} and done == list(range(8)), PROGRESS
+    assert any("Core ML" in text for *_, text in PROGRESS) and any("ONNX" in text for *_, text in PROGRESS)
 
 
 def test_all_formats_exported_and_verified(exported, student):

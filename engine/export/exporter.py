@@ -300,12 +300,15 @@ def export_model(
     force: bool = False,
     allow_teacher: bool = False,
     progress: bool = True,
+    callback=None,
 ) -> dict:
     """Export `model` (a Generator, a model file, or None for the bundled student) into the folder `out`.
 
     formats: any of "coreml", "tflite", "onnx" (list or comma-separated string). precision: Core ML's, "fp16"
     (default) or "fp32"; TFLite is always written in both, ONNX in fp32. directions: an optional direction-set .npz
-    copied into the manifest. Returns the manifest (also written to out/manifest.json).
+    copied into the manifest. progress: a tqdm bar on stderr. callback: called as callback(done, total, text) before
+each conversion and once at the end (for a GUI's progress bar). Returns the manifest (also written to
+out/manifest.json).
 
     Raises ExportError (a UserError) for bad options, an existing non-empty `out` without `force`, a teacher without
     `allow_teacher`, or a failed conversion; VerificationError when a file is beyond tolerance (the export is then
@@ -332,7 +335,7 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
-        manifest = _run(G, staging, fmts, precision, dir_doc, progress)
+        manifest = _run(G, staging, fmts, precision, dir_doc, progress, callback)
         _install(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -353,18 +356,26 @@ def _failure(r: dict) -> str:
         f"max abs {r['max_abs']:.2e}; needs {r['tolerance']}")
 
 
-def _run(G, staging: Path, fmts: list[str], precision: str, dir_doc, progress: bool) -> dict:
+def _run(G, staging: Path, fmts: list[str], precision: str, dir_doc, progress: bool, callback=None) -> dict:
     labels = {"onnx": "ONNX", "tflite": "TFLite FP32+FP16", "coreml": f"Core ML {precision.upper()}"}
     steps = [(fmt, name) for fmt in ("onnx", "tflite", "coreml") if fmt in fmts for name in ("synthesis", "mapping")]
-    bar = tqdm(total=len(steps) + 1, desc="export: reference images", unit="step", disable=not progress,
-               file=sys.stderr)
+    total = len(steps) + 1
+    bar = tqdm(total=total, desc="export: reference images", unit="step", disable=not progress, file=sys.stderr)
+
+    def report(done: int, text: str) -> None:
+        bar.set_description(f"export: {text}")
+        if callback is not None:
+            callback(done, total, text)
+
     try:
+        report(0, "reference images")
         job = _Job(G, staging, precision)
         bar.update(1)
-        for fmt, name in steps:
-            bar.set_description(f"export: {labels[fmt]} {name}")
+        for i, (fmt, name) in enumerate(steps, start=1):
+            report(i, f"{labels[fmt]} {name} (convert + verify)")
             getattr(job, fmt)(name)
             bar.update(1)
+        report(total, "manifest")
     finally:
         bar.close()
     return _write_extras(job, fmts, dir_doc)
