@@ -270,3 +270,24 @@ def test_save_encoder_is_atomic_and_keeps_config(G, tmp_path):
     path = save_encoder(E, tmp_path / "e.safetensors", info={"note": "x"})
     again = load_encoder(path)
     assert again.cfg == E.cfg and [p.name for p in tmp_path.iterdir()] == ["e.safetensors"]
+
+
+def test_encoder_warm_start_for_a_retrained_model(trained, G):
+    """--init: a retrained model (another W space, same layout) starts from the earlier encoder's weights, with its
+    own W statistics; a layout that does not fit is refused."""
+    from engine.models.generator import Generator
+    from training.encoder import warm_start
+
+    torch.manual_seed(3)
+    retrained = Generator(G.cfg)
+    E = build_encoder(retrained, input_size=64, hidden=64, pretrained=False)
+    warm_start(E, trained["path"], log=lambda *a: None)
+    prev = load_encoder(trained["path"])
+    assert E.cfg.w_space_id == w_space_id(retrained) != prev.cfg.w_space_id
+    for k, v in prev.state_dict().items():
+        if k in ("w_avg", "w_std"):
+            assert not torch.equal(E.state_dict()[k], v)
+        else:
+            assert torch.equal(E.state_dict()[k], v), k
+    with pytest.raises(engine.UserError, match="hidden"):
+        warm_start(build_encoder(retrained, input_size=64, hidden=16, pretrained=False), trained["path"])

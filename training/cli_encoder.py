@@ -20,6 +20,8 @@ def add_arguments(p):
                                                 "cached next to OUT)")
     p.add_argument("--aligned", action="store_true", help="the --data photos are already aligned crops (e.g. FFHQ)")
     p.add_argument("--resume", action="store_true", help="continue the run saved at OUT")
+    p.add_argument("--init", default=None, help="start a new run from this encoder's weights (same layout), e.g. one "
+                   "trained for an earlier snapshot of the model")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu or cuda[:N]")
     p.add_argument("--input-size", type=int, default=None,
@@ -58,6 +60,8 @@ def run(args) -> int:
         raise UserError("--input-size must be between 32 and 1024")
     if args.aligned and args.data is None:
         raise UserError("--aligned describes the --data folder; give --data too")
+    if args.resume and args.init:
+        raise UserError("--init starts a new run; a resumed run continues from its own state")
     if args.resume and any(getattr(args, n) is not None for n in ("input_size", "hidden")):
         raise UserError("--input-size and --hidden are fixed when a run starts; drop them with --resume")
     train_encoder(
@@ -73,5 +77,6 @@ def run(args) -> int:
         input_size=args.input_size,
         hidden=args.hidden,
         cfg=cfg,
+        init=args.init,
     )
     return 0

@@ -333,6 +333,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def warm_start(E: Encoder, path, log=print) -> None:
+    """Copy an earlier encoder's weights into E, a fresh encoder for G. Its W statistics stay G's; only the layout must
+    match, since the point is to fine-tune for a retrained G (whose W space has another id) rather than start from
+    ImageNet."""
+    from engine.models.encoder import load_encoder
+
+    prev = load_encoder(path)
+    keep = ("num_ws", "w_dim", "resolution", "input_size", "stages", "pool_grid", "hidden", "groups")
+    diff = [k for k in keep if getattr(prev.cfg, k) != getattr(E.cfg, k)]
+    if diff:
+        raise UserError(f"{Path(path).name} does not fit this model's encoder (differs in {', '.join(diff)}); "
+                        "train from ImageNet instead (drop --init)")
+    state = {k: v for k, v in prev.state_dict().items() if k not in ("w_avg", "w_std")}
+    E.load_state_dict(state, strict=False)
+    log(f"encoder initialised from {path}")
+
+
 def train_encoder(
     G,  # generator to learn to invert (a teacher is best: its samples are the sharpest)
     out,  # encoder .safetensors path; the training state goes next to it (.train.pt)
@@ -348,6 +365,7 @@ def train_encoder(
     cfg: EncoderTrainConfig | None = None,
     progress: bool = True,
     log=print,
+    init=None,  # new runs only: start from this encoder file's weights (e.g. one made for an earlier G snapshot)
 ) -> tuple[Encoder, dict]:
     """Train (or continue training) an encoder for G; returns the encoder and the last evaluation."""
     out = Path(out)
@@ -377,7 +395,9 @@ def train_encoder(
         cfg.batch = batch
         _seed_everything(cfg.seed)
         extra = {k: v for k, v in {"input_size": input_size, "hidden": hidden}.items() if v is not None}
-        E = build_encoder(G, pretrained=True, **extra)
+        E = build_encoder(G, pretrained=init is None, **extra)
+        if init is not None:
+            warm_start(E, init, log)
         model_name = Path(getattr(G, "source_path", "") or "").name
         E.cfg.info = {"model": model_name, "model_arch": G.cfg.arch, "train_config": dataclasses.asdict(cfg)}
 

@@ -316,8 +316,9 @@ def train_encoder_stage(args) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out) / "encoder.safetensors"
     G = load_generator(args.teacher)
-    train_encoder(G, out, steps=args.steps, batch=args.batch, resume=state_path(out).exists(),
-                  device=args.device, checkpoint_every=args.save_every)
+    resume = state_path(out).exists()
+    train_encoder(G, out, steps=args.steps, batch=args.batch, resume=resume, device=args.device,
+                  checkpoint_every=args.save_every, init=None if resume else args.init)
     print(f"encoder: {out}")
     return 0
 
@@ -479,6 +480,7 @@ def main(argv=None) -> int:
     e.add_argument("--teacher", default="runs/demo-teacher/teacher.safetensors")
     e.add_argument("--out", default="runs/demo-encoder")
     e.add_argument("--steps", type=int, default=10000)
+    e.add_argument("--init", default=None, help="start from this earlier encoder (same layout) when there is no run")
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--save-every", type=int, default=250)
     e.add_argument("--threads", type=int, default=None)
