@@ -66,14 +66,15 @@ class SessionBridge(QObject):
         st = old.state
         self.attach(old.models[MAIN], teacher, old.directions, self._source)
         s = self.session
-        s.set_base(st.base, label="carried over", **st.base_info)
-        s.set_psi(st.psi, st.cutoff)
-        for name, layers in st.layers.items():
-            s.set_layers(name, layers)
-        for name, alpha in st.alphas.items():
-            s.set_alpha(name, alpha)
-        if st.mix is not None:
-            s.set_mix(st.mix.ws, st.mix.layers, st.mix.label)
+        with s.group("carried over"):
+            s.set_base(st.base, label="carried over", **st.base_info)
+            s.set_psi(st.psi, st.cutoff)
+            for name, layers in st.layers.items():
+                s.set_layers(name, layers)
+            for name, alpha in st.alphas.items():
+                s.set_alpha(name, alpha)
+            if st.mix is not None:
+                s.set_mix(st.mix.ws, st.mix.layers, st.mix.label)
         self.request_render()
 
     def close(self):
@@ -178,8 +179,9 @@ class SessionBridge(QObject):
         """Every slider back to 0 (ψ, mixing and layer ranges stay)."""
         if self.session is None:
             return 0
-        for name in list(self.session.state.alphas):
-            self.session.set_alpha(name, 0.0)
+        with self.session.group("reset sliders"):  # one undo step, however many sliders moved
+            for name in list(self.session.state.alphas):
+                self.session.set_alpha(name, 0.0)
         return self.request_render()
 
     def set_mix(self, source, layers=None) -> int:

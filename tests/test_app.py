@@ -119,6 +119,24 @@ def test_slider_changes_pixels_and_undo_restores(qtbot, window):
     qtbot.waitUntil(lambda: np.array_equal(shown(window), before), timeout=TIMEOUT)
 
 
+def test_reset_all_is_one_undo_step(qtbot, window):
+    rows = list(window.dir_panel.rows.values())[:2]
+    for row in rows:
+        before = shown(window)
+        row.slider.setValue(row.slider.maximum())
+        wait_for_change(qtbot, window, before)
+    edited = shown(window)
+    window.reset_all()
+    wait_for_change(qtbot, window, edited)
+    assert all(r.strength() == 0 for r in rows)
+    window.undo()  # both sliders come back at once
+    qtbot.waitUntil(lambda: np.array_equal(shown(window), edited), timeout=TIMEOUT)
+    assert all(r.strength() == pytest.approx(r._hi) for r in rows)
+    window.bridge.reset_strengths()
+    for r in rows:
+        r.set_strength(0.0)
+
+
 def test_seed_change_rerenders_and_fills_history(qtbot, window):
     before = shown(window)
     window.seed_panel.seed.setValue(7)

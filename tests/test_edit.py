@@ -291,6 +291,24 @@ def test_session_undo_redo_mixing_truncation(teacher, dirs):
     with pytest.raises(UserError, match="no direction named"):
         s.set_alpha("sefa1", 1.0)
 
+    # A group of changes is one undo step; a drag right after it does not merge into it.
+    before, last = s.ws().clone(), s.undo_text
+    with s.group("two sliders"):
+        s.set_alpha("smile", 0.5)
+        with s.group("inner"):
+            s.set_alpha("sefa2", 1.5)
+    grouped = s.ws().clone()
+    assert s.history()[-2:] == [last, "two sliders"] and s.undo_text == "two sliders"
+    n = len(s.history())
+    s.set_alpha("sefa2", 1.0, merge=True)
+    assert len(s.history()) == n + 1
+    s.undo()
+    assert torch.equal(s.ws(), grouped)
+    s.undo()
+    assert torch.equal(s.ws(), before) and s.alpha("sefa2") == 0
+    s.redo()
+    assert torch.equal(s.ws(), grouped)
+
 
 def test_session_renders_teacher_and_student_with_cache(teacher, student, dirs):
     s = EditSession({"student": student, "teacher": teacher}, dirs)

@@ -15,6 +15,7 @@ renders the newest requested state only (requests made while it is busy are merg
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -135,6 +136,7 @@ class EditSession:
         self._labels = ["start"]
         self._keys: list = [None]
         self._pos = 0
+        self._group_depth = 0
         self._version = 0
         self._ws_cache: tuple[int, torch.Tensor] | None = None
         self._image_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
@@ -193,6 +195,29 @@ class EditSession:
                 self._pos += 1
             self._version += 1
             return True
+
+    @contextlib.contextmanager
+    def group(self, label: str):
+        """Changes made inside `with session.group("reset sliders"):` become one undo step with that label (nested
+        groups join the outermost). Other threads' changes wait until the group ends."""
+        with self._lock:
+            self._group_depth += 1
+            start = self._pos
+            try:
+                yield self
+            finally:
+                self._group_depth -= 1
+                if self._group_depth == 0 and self._pos > start + 1:
+                    final = self._history[self._pos]
+                    del self._history[start + 1 :], self._labels[start + 1 :], self._keys[start + 1 :]
+                    self._history.append(final)
+                    self._labels.append(label)
+                    self._keys.append(None)
+                    self._pos = start + 1
+                    self._version += 1
+                elif self._group_depth == 0 and self._pos == start + 1:
+                    self._labels[self._pos] = label
+                    self._keys[self._pos] = None  # a later slider drag must not merge into the group
 
     def undo(self) -> bool:
         with self._lock:
