@@ -5,12 +5,13 @@ values reach ±20, so its pixel MSEs are ~100× those of a trained model. Thresh
 measured on the same fixture, never absolute numbers for faces.
 """
 
+import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, run_main
+from conftest import FIXTURES, ROOT, run_main
 from PIL import Image
 
 import engine
@@ -263,6 +264,35 @@ def test_train_encoder_cli_checkpoints_resume_and_photos(tmp_path, nvidia_pkl):
 
     r = run_main("train-encoder", "--model", ROSINALITY, "--out", out, "--steps", "4", "--resume")
     assert r.returncode == 1 and "another model" in r.stderr
+
+
+def test_train_encoder_stops_cleanly_on_sigterm(tmp_path, nvidia_pkl):
+    """A scheduler's SIGTERM saves the state between steps (exit 130) and --resume carries on from it."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "enc.safetensors"
+    cmd = [sys.executable, str(ROOT / "main.py"), "train-encoder", "--model", str(nvidia_pkl), "--out", str(out),
+           "--batch", "2", "--input-size", "64", "--hidden", "16", "--eval-samples", "2", "--checkpoint-every", "2",
+           "--steps", "100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not out.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert out.exists(), proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted at step" in stdout
+    stopped = int(stdout.split("interrupted at step ")[1].split(";")[0])
+    assert stopped >= 2
+    r = run_main("train-encoder", "--model", nvidia_pkl, "--out", out, "--steps", stopped + 1, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming at step {stopped}" in r.stdout and load_encoder(out).cfg.info["steps"] == stopped + 1
 
 
 def test_save_encoder_is_atomic_and_keeps_config(G, tmp_path):

@@ -20,6 +20,8 @@ import dataclasses
 import hashlib
 import json
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,8 +432,15 @@ def train_encoder(
             tqdm.write(f"step {trainer.step_count}: {summary}; saved {out.name}")
 
     bar = tqdm(total=steps, initial=start, desc="train encoder", unit="step", disable=not progress)
+    # SIGTERM (a scheduler's pre-emption, `kill`) stops like Ctrl-C, but between steps, so the state saved is clean.
+    term = {"hit": False}
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, lambda *a: term.update(hit=True))
     try:
         while trainer.step_count < steps:
+            if term["hit"]:
+                raise KeyboardInterrupt
             stats = trainer.step()
             for k, v in stats.items():
                 ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
@@ -445,6 +454,9 @@ def train_encoder(
         trainer.save(out)
         log(f"interrupted at step {trainer.step_count}; saved {out} (continue with --resume)")
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     bar.close()
     checkpoint()
     rate = (trainer.step_count - start) / max(time.time() - t0, 1e-9)
