@@ -59,7 +59,10 @@ def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
     rows = list(csv.DictReader((out / "losses.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert float(rows[0]["adv_weight"]) == 0 and float(rows[0]["g_adv"]) == 0
-    assert all(float(r["adv_weight"]) == 0.1 and float(r["g_adv"]) > 0 for r in rows[1:])
+    assert all(float(r["adv_weight"]) == 0.5 and float(r["g_adv"]) > 0 for r in rows[1:])
+    # the polish keeps the W space put: the mapping's learning rate drops from ×30 to ×1
+    groups = torch.load(out / "checkpoint.pt", weights_only=True)["opt"]["param_groups"]
+    assert [g["lr"] for g in groups] == [2e-3, 2e-3]
 
 
 def test_recipe_puts_signal_handlers_back(tmp_path):

@@ -7,7 +7,7 @@ gan-face-generate==1.1.1`), never at app run time.
 
 Stages, each one command, each resumable (re-run the same command to continue from its last checkpoint):
 
-    python -m training.recipe teacher    --out runs/demo-teacher      # 1. StyleGAN2 teacher fitted to the source
+    python -m training.recipe teacher    --out runs/demo-teacher      # 1. StyleGAN2 teacher: regression, then polish
     python -m training.recipe student    --out runs/demo-student      # 2. BlazeStyleGAN student distilled from it
     python -m training.recipe encoder    --out runs/demo-encoder      # 3. inversion encoder
     python -m training.recipe directions --out runs/demo-directions   # 4. SeFa/GANSpace directions, named by hand
@@ -124,7 +124,7 @@ def fit_teacher(args) -> int:
     # it freezes z → w near its random start and the synthesis can only learn the mean face: boost it.
     groups = [
         {"params": list(G.synthesis.parameters()), "lr": args.lr},
-        {"params": list(G.mapping.parameters()), "lr": args.lr * args.mapping_lr_boost},
+        {"params": list(G.mapping.parameters()), "lr": mapping_lr(args, 0)},
     ]
     opt = torch.optim.Adam(groups, betas=(0.9, 0.99))
     ckpt_path = out / "checkpoint.pt"
@@ -138,7 +138,7 @@ def fit_teacher(args) -> int:
         except ValueError:
             print("optimiser layout changed; continuing with fresh optimiser state", file=sys.stderr)
         # Learning rates come from this command line, not the checkpoint (e.g. a smaller mapping boost for the polish).
-        for group, lr in zip(opt.param_groups, (args.lr, args.lr * args.mapping_lr_boost)):
+        for group, lr in zip(opt.param_groups, (args.lr, mapping_lr(args, step))):
             group["lr"] = lr
         if "D" in st:  # checkpoints from before the polish have none: the discriminator then starts fresh
             D.load_state_dict(st["D"])
@@ -181,6 +181,7 @@ def fit_teacher(args) -> int:
         bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
         t0 = time.time()
         while step < args.steps and not stop["flag"]:
+            opt.param_groups[1]["lr"] = mapping_lr(args, step)
             z = torch.randn(args.batch, 100, device=device)
             target = source(z)
             ws = G.mapping(z)
@@ -241,6 +242,13 @@ def fit_teacher(args) -> int:
         for s, h in old_handlers.items():
             signal.signal(s, h)
     return 130 if stop["flag"] else 0
+
+
+def mapping_lr(args, step: int) -> float:
+    """The mapping network's learning rate: boosted for the regression; during the polish, plain, so that z → w (the
+    W space that the student, encoder and directions are built on) stays put while the synthesis sharpens."""
+    boost = args.mapping_lr_boost if step < args.adv_start or args.adv_weight <= 0 else args.polish_mapping_lr_boost
+    return args.lr * boost
 
 
 def polish_weight(args, step: int) -> float:
@@ -446,16 +454,17 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="stage", required=True)
     t = sub.add_parser("teacher", help="fit the StyleGAN2 teacher to the face source (paired regression)")
     t.add_argument("--out", default="runs/demo-teacher")
-    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--steps", type=int, default=8000)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lpips-weight", type=float, default=1.0)
     t.add_argument("--init", default=None, help="start from these teacher weights when there is no checkpoint")
-    t.add_argument("--mapping-lr-boost", type=float, default=30.0, help="× lr for the mapping network")
+    t.add_argument("--mapping-lr-boost", type=float, default=30.0, help="× lr for the mapping network (regression)")
+    t.add_argument("--polish-mapping-lr-boost", type=float, default=1.0, help="× lr for the mapping during the polish")
     t.add_argument("--ema", type=float, default=0.995)
-    t.add_argument("--adv-start", type=int, default=5900, help="step at which the adversarial polish begins")
+    t.add_argument("--adv-start", type=int, default=5860, help="step at which the adversarial polish begins")
     t.add_argument("--adv-ramp", type=int, default=300, help="steps over which its weight ramps up")
-    t.add_argument("--adv-weight", type=float, default=0.1, help="weight of the polish (0: regression only)")
+    t.add_argument("--adv-weight", type=float, default=0.5, help="weight of the polish (0: regression only)")
     t.add_argument("--r1-gamma", type=float, default=0.05)
     t.add_argument("--save-every", type=int, default=250)
     t.add_argument("--seed", type=int, default=0)
@@ -491,7 +500,7 @@ def main(argv=None) -> int:
     d.add_argument("--model", default="runs/demo-teacher/teacher.safetensors",
                    help="teacher or student: they share one W space (SeFa uses this model's style affines)")
     d.add_argument("--out", default="runs/demo-directions")
-    d.add_argument("--num", type=int, default=10)
+    d.add_argument("--num", type=int, default=16)
     d.set_defaults(fn=directions_stage)
 
     pb = sub.add_parser("publish", help="copy the results into assets/ with the sample grid and metrics")
