@@ -32,15 +32,12 @@ class DistEnv:
         return self.world_size > 1
 
 
-resolve_device = pick_device  # one implementation, shared with the engine's commands
-
-
 def init(device_name: str = "auto", timeout_min: float = 30) -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistEnv(device=resolve_device(device_name))
+        return DistEnv(device=pick_device(device_name))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = pick_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():

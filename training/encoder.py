@@ -69,7 +69,6 @@ def state_path(out) -> Path:
     return out.with_name(out.stem + STATE_SUFFIX)
 
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Real photos
 

@@ -96,7 +96,6 @@ class FaceSource:
 # Stage 1: teacher
 
 
-
 def fit_teacher(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +118,6 @@ def fit_teacher(args) -> int:
 
     D = Discriminator(DiscriminatorConfig(resolution=64, channels=POLISH_D_CHANNELS)).to(device)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99))
-    r1_gamma = args.r1_gamma
     # StyleGAN's 0.01 learning-rate multiplier on the mapping network keeps GAN training stable, but in a supervised fit
     # it freezes z → w near its random start and the synthesis can only learn the mean face: boost it.
     groups = [
@@ -137,9 +135,6 @@ def fit_teacher(args) -> int:
             opt.load_state_dict(st["opt"])
         except ValueError:
             print("optimiser layout changed; continuing with fresh optimiser state", file=sys.stderr)
-        # Learning rates come from this command line, not the checkpoint (e.g. a smaller mapping boost for the polish).
-        for group, lr in zip(opt.param_groups, (args.lr, mapping_lr(args, step))):
-            group["lr"] = lr
         if "D" in st:  # checkpoints from before the polish have none: the discriminator then starts fresh
             D.load_state_dict(st["D"])
             opt_D.load_state_dict(st["opt_D"])
@@ -161,6 +156,10 @@ def fit_teacher(args) -> int:
     fixed_z = torch.randn(16, 100, generator=torch.Generator().manual_seed(123)).to(device)
     fixed_src = source(fixed_z)
 
+    @torch.no_grad()
+    def refresh_w_avg():
+        G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
+
     def save():
         state = {"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
                  "rng": torch.get_rng_state(), "D": D.state_dict(), "opt_D": opt_D.state_dict()}
@@ -181,7 +180,9 @@ def fit_teacher(args) -> int:
         bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
         t0 = time.time()
         while step < args.steps and not stop["flag"]:
-            opt.param_groups[1]["lr"] = mapping_lr(args, step)
+            # Learning rates come from this command line, never a checkpoint, and the mapping's changes at the polish.
+            for group, lr in zip(opt.param_groups, (args.lr, mapping_lr(args, step))):
+                group["lr"] = lr
             z = torch.randn(args.batch, 100, device=device)
             target = source(z)
             ws = G.mapping(z)
@@ -209,7 +210,7 @@ def fit_teacher(args) -> int:
                 opt_D.step()
                 if step % 16 == 0:  # lazy R1, as in StyleGAN2
                     real = target.detach().requires_grad_(True)
-                    reg = r1_penalty(D(real), real) * (r1_gamma / 2 * 16)
+                    reg = r1_penalty(D(real), real) * (args.r1_gamma / 2 * 16)
                     opt_D.zero_grad(set_to_none=True)
                     reg.backward()
                     opt_D.step()
@@ -226,14 +227,13 @@ def fit_teacher(args) -> int:
             writer.writerow([step, *(f"{v:.5f}" for v in values), f"{time.time() - t0:.1f}",
                              f"{g_adv.item():.5f}", f"{d_loss.item():.5f}", f"{adv_w:g}"])
             if step % args.save_every == 0 or step == args.steps:
+                refresh_w_avg()
                 with torch.no_grad():
-                    G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
                     pics = torch.cat([fixed_src, G_ema.synthesis(G_ema.mapping(fixed_z))])
                 save_image(make_grid(to_uint8(pics), cols=16), out / f"samples_{step:06d}.png")
                 save()
                 log.flush()
-        with torch.no_grad():
-            G_ema.mapping.w_avg.copy_(G_ema.mapping(torch.randn(4096, 100, device=device))[:, 0].mean(0))
+        refresh_w_avg()
         save()
         log.close()
         bar.close()

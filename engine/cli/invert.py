@@ -35,7 +35,6 @@ def add_arguments(p):
     p.add_argument("--image-out", default=None, help="where to write the comparison image (default: OUT with .png)")
 
 
-
 def _pick_encoder(args, G):
     """(encoder or None, a note for the user or None). An explicit --encoder that does not fit is an error; the
     bundled one that does not fit is skipped with a note (the user did not ask for it)."""

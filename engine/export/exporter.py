@@ -307,8 +307,8 @@ def export_model(
     formats: any of "coreml", "tflite", "onnx" (list or comma-separated string). precision: Core ML's, "fp16"
     (default) or "fp32"; TFLite is always written in both, ONNX in fp32. directions: an optional direction-set .npz
     copied into the manifest. progress: a tqdm bar on stderr. callback: called as callback(done, total, text) before
-each conversion and once at the end (for a GUI's progress bar). Returns the manifest (also written to
-out/manifest.json).
+    each conversion and once at the end (for a GUI's progress bar). Returns the manifest (also written to
+    out/manifest.json).
 
     Raises ExportError (a UserError) for bad options, an existing non-empty `out` without `force`, a teacher without
     `allow_teacher`, or a failed conversion; VerificationError when a file is beyond tolerance (the export is then
