@@ -278,6 +278,34 @@ def test_force_replaces_only_the_export_and_failures_are_reported(tmp_path, stud
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staging folder is gone
 
 
+def test_half_precision_compute_is_verified(exported):
+    out, manifest = exported
+    half = manifest["verification"]["half_precision"]
+    assert half["passed"] and half["synthesis_psnr_db"] >= 35 and half["mapping_image_psnr_db"] >= 35
+    assert "Half-precision compute" in (out / "verification.md").read_text()
+
+
+def test_export_fails_when_half_precision_washes_out(tmp_path, student, monkeypatch):
+    """With the layers' scaling switched off (the formulation phones choked on) and weights grown as training grows
+    them, half precision overflows: the export must say so instead of shipping washed-out models."""
+    from engine.export.common import VerificationError
+    from engine.nn import layers
+
+    _, G = student
+    G = __import__("copy").deepcopy(G)
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, (layers.DepthwiseModulatedConv, layers.UpToRGB)):
+                m.pw_weight.mul_(12.0)
+                m.dw_weight.mul_(4.0)
+                m.affine.bias.fill_(3.0)
+    monkeypatch.setattr(layers, "unit_max", lambda x, dim=None, floor=0.0: x)
+    with pytest.raises(VerificationError, match="half-precision compute"):
+        export_model(G, tmp_path / "out", formats="onnx", progress=False)
+    half = json.loads((tmp_path / "out" / "manifest.json").read_text())["verification"]["half_precision"]
+    assert not half["passed"] and half["synthesis_psnr_db"] < 35
+
+
 def test_bench_exported(exported, tmp_path):
     from engine.export.bench import bench_exported
 

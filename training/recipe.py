@@ -232,6 +232,11 @@ def fit_teacher(args) -> int:
                     pics = torch.cat([fixed_src, G_ema.synthesis(G_ema.mapping(fixed_z))])
                 save_image(make_grid(to_uint8(pics), cols=16), out / f"samples_{step:06d}.png")
                 save()
+                if args.keep_every and step % args.keep_every == 0:
+                    # Snapshots to choose from afterwards by FID (`main.py eval --teacher ...`).
+                    import shutil
+
+                    shutil.copyfile(out / "teacher.safetensors", out / f"teacher_{step:06d}.safetensors")
                 log.flush()
         refresh_w_avg()
         save()
@@ -467,6 +472,7 @@ def main(argv=None) -> int:
     t.add_argument("--adv-weight", type=float, default=0.5, help="weight of the polish (0: regression only)")
     t.add_argument("--r1-gamma", type=float, default=0.05)
     t.add_argument("--save-every", type=int, default=250)
+    t.add_argument("--keep-every", type=int, default=0, help="also keep teacher_STEP.safetensors every N steps")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--device", default="auto")

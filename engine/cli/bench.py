@@ -17,6 +17,9 @@ def add_arguments(p):
     p.add_argument("--only", default=None, help="comma-separated subset, e.g. 'teacher-256,student-256'")
     p.add_argument("--exported", default=None, help="benchmark an export folder (ONNX/TFLite vs PyTorch) instead")
     p.add_argument("--app", action="store_true", help="also measure the editor's slider-to-frame and webcam paths")
+    p.add_argument("--half", nargs="+", default=None, metavar="MODEL",
+                   help="instead: PSNR of each model computed in float16 (as phone GPUs do) against float32")
+    p.add_argument("--seeds", type=int, default=32, help="with --half: seeds 0..N-1 (default 32)")
 
 
 def run(args) -> int:
@@ -25,6 +28,8 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.half:
+        return _bench_half(args)
     if args.exported:
         from engine.export.bench import bench_exported
 
@@ -59,4 +64,22 @@ def run(args) -> int:
     }
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_half(args) -> int:
+    import numpy as np
+
+    from engine.export.verify import HALF_MIN_PSNR, half_precision_psnrs
+    from engine.io.checkpoints import load_generator
+
+    results = {}
+    for path in args.half:
+        G = load_generator(None if path == "bundled" else path)
+        ps = half_precision_psnrs(G, list(range(args.seeds)))
+        results[path] = {"mean_db": float(np.mean(ps)), "worst_db": float(np.min(ps)), "seeds": args.seeds}
+        verdict = "ok" if min(ps) >= HALF_MIN_PSNR else "BELOW"
+        print(f"{path}: float16 vs float32 over {args.seeds} seeds: mean {np.mean(ps):.1f} dB, "
+              f"worst {np.min(ps):.1f} dB ({verdict}: the export's bound is {HALF_MIN_PSNR:g} dB)")
+    Path(args.out).write_text(json.dumps({"half_precision": results}, indent=1))
     return 0

@@ -33,7 +33,7 @@ from engine.export.common import (
     require_tools,
     sha256_file,
 )
-from engine.export.verify import FP16_MIN_PSNR, FP32_MAX_ABS
+from engine.export.verify import FP16_MIN_PSNR, FP32_MAX_ABS, HALF_MIN_PSNR, half_precision
 from engine.export.wrappers import MappingW, SynthesisPixels, SynthesisRaw
 
 
@@ -342,6 +342,10 @@ def export_model(
     if not manifest["verification"]["passed"]:
         bad = [f"{e['path']} ({_failure(e['verification'])})" for e in manifest["models"]
                if not e["verification"]["passed"]]
+        half = manifest["verification"]["half_precision"]
+        if not half["passed"]:
+            bad.append(f"half-precision compute (synthesis {half['synthesis_psnr_db']:.1f} dB, mapping "
+                       f"{half['mapping_image_psnr_db']:.1f} dB; needs {half['tolerance']})")
         raise VerificationError(f"verification failed for {', '.join(bad)}; see {out / 'verification.md'}")
     return manifest
 
@@ -368,8 +372,9 @@ def _run(G, staging: Path, fmts: list[str], precision: str, dir_doc, progress: b
             callback(done, total, text)
 
     try:
-        report(0, "reference images")
+        report(0, "reference images, half-precision check")
         job = _Job(G, staging, precision)
+        job.half = half_precision(G, job.ref)
         bar.update(1)
         for i, (fmt, name) in enumerate(steps, start=1):
             report(i, f"{labels[fmt]} {name} (convert + verify)")
@@ -410,8 +415,10 @@ def _write_extras(job: _Job, fmts, dir_doc) -> dict:
         "directions": dir_doc,
         "models": job.entries,
         "verification": {
-            "passed": all(e["verification"]["passed"] for e in job.entries),
-            "tolerances": {"fp32_max_abs": FP32_MAX_ABS, "fp16_min_psnr_db": FP16_MIN_PSNR},
+            "passed": all(e["verification"]["passed"] for e in job.entries) and job.half["passed"],
+            "tolerances": {"fp32_max_abs": FP32_MAX_ABS, "fp16_min_psnr_db": FP16_MIN_PSNR,
+                           "half_compute_min_psnr_db": HALF_MIN_PSNR},
+            "half_precision": job.half,
             "samples": [{"name": str(n), "how": h} for n, h in zip(ref["names"], ref["how"])],
             "reference": "reference.npz",
             "report": "verification.md",
@@ -458,5 +465,9 @@ def summary(manifest: dict, out: Path) -> str:
             check = f"max abs {r['max_abs']:.1e}, PSNR {psnr:.1f} dB"
         status = "ok" if r["passed"] else "FAILED"
         lines.append(f"  {e['path']:26s} {e['bytes'] / 1e6:7.2f} MB  {status:6s} {check}")
+    half = manifest["verification"].get("half_precision")
+    if half:
+        lines.append(f"  half-precision compute (phone GPUs)   {'ok' if half['passed'] else 'FAILED':6s} synthesis "
+                     f"{half['synthesis_psnr_db']:.1f} dB, mapping {half['mapping_image_psnr_db']:.1f} dB")
     return f"wrote {out}:\n" + "\n".join(lines)
 

@@ -193,6 +193,23 @@ def render_report(m: dict) -> str:
             f"{_fmt(r.get('mean_abs'), '.2e')} | {_fmt(psnr, '.1f')} | {r.get('tolerance', '')} | "
             f"{'pass' if r['passed'] else 'FAIL: ' + r.get('error', 'beyond tolerance')} |"
         )
+    half = v.get("half_precision")
+    if half:
+        lines += [
+            "",
+            "## Half-precision compute (phones)",
+            "",
+            "Core ML FP16 on an iPhone's GPU or Neural Engine, and TFLite on Android's GPU delegate, compute in "
+            "float16, which the runtimes above (float32 on a CPU) cannot show. Emulated here: "
+            f"{half['how']}.",
+            "",
+            "| network | PSNR (dB), worst sample | tolerance | result |",
+            "|---|---|---|---|",
+            f"| synthesis | {half['synthesis_psnr_db']:.1f} | {half['tolerance']} | "
+            f"{'pass' if half['passed'] else 'FAIL'} |",
+            f"| mapping (pictures from its w) | {half['mapping_image_psnr_db']:.1f} | {half['tolerance']} | "
+            f"{'pass' if half['passed'] else 'FAIL'} |",
+        ]
     coreml = [e for e in m["models"] if e["format"] == "coreml"]
     if coreml:
         lines += [

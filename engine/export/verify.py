@@ -16,6 +16,11 @@ import torch
 
 FP32_MAX_ABS = 1e-3
 FP16_MIN_PSNR = 40.0
+# Half-precision compute (what Core ML FP16 on an iPhone's GPU/Neural Engine and TFLite's GPU delegate do): float16
+# rounding alone, over a network's ~20 layers, lands at 55–75 dB on a trained student; a washed-out picture from an
+# overflowing layer scores 10–25 dB. 35 dB is about where a difference starts to show on a face (8-bit quantisation
+# alone is 59 dB; JPEG at quality 90 is about 40), so below it the phone would show something else.
+HALF_MIN_PSNR = 35.0
 PSNR_CAP = 200.0  # identical outputs: report a finite number (JSON has no infinity)
 
 
@@ -73,6 +78,50 @@ def tflite_runner(path: Path, input_name: str, output_name: str, threads: int = 
     it = Interpreter(model_path=str(path), num_threads=threads)
     runner = it.get_signature_runner(signature)
     return lambda x: runner(**{input_name: np.ascontiguousarray(x, np.float32)})[output_name]
+
+
+def half_precision(G, ref: dict) -> dict:
+    """Emulate a phone's half-precision compute: a float16 copy of G (weights and every activation) runs on the CPU
+    on the reference latents; its pictures are compared with float32's. The export's FP32 runtimes cannot show this
+    (they compute in float32 whatever the file stores), and no Core ML runtime exists on Linux."""
+    import copy
+
+    H = copy.deepcopy(G).half()
+    with torch.no_grad():
+        ws = torch.from_numpy(np.asarray(ref["ws"], np.float32))
+        img = H.synthesis(ws.half(), noise_mode="const").float().numpy()
+        w16 = H.mapping(torch.from_numpy(np.asarray(ref["z"], np.float32)).half())[:, 0].float()
+        w32 = torch.from_numpy(np.asarray(ref["w"], np.float32))
+        map_img = G.synthesis(w16[:, None].repeat(1, G.num_ws, 1)).numpy()
+        map_ref = G.synthesis(w32[:, None].repeat(1, G.num_ws, 1)).numpy()
+    result = {
+        "how": "float16 copy of the network run on the CPU on reference.npz's latents, vs float32",
+        "synthesis_psnr_db": float(min(psnr(img[i], ref["image"][i]) for i in range(len(img)))),
+        "synthesis_finite": bool(np.isfinite(img).all()),
+        "mapping_max_abs": float((w16 - w32).abs().max()),
+        "mapping_image_psnr_db": float(min(psnr(map_img[i], map_ref[i]) for i in range(len(map_img)))),
+        "tolerance": f"PSNR ≥ {HALF_MIN_PSNR:g} dB",
+    }
+    result["passed"] = bool(result["synthesis_finite"] and result["synthesis_psnr_db"] >= HALF_MIN_PSNR
+                            and result["mapping_image_psnr_db"] >= HALF_MIN_PSNR)
+    return result
+
+
+def half_precision_psnrs(G, seeds, psi: float = 1.0) -> list[float]:
+    """Per-seed PSNR of G's float16 picture against its float32 one (for `main.py bench --half`)."""
+    import copy
+
+    from engine.models.generator import seeds_to_z
+
+    H = copy.deepcopy(G).float().eval().half()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(seeds), 8):
+            ws = G.mapping(seeds_to_z(seeds[i : i + 8], G.z_dim), psi=psi)
+            ref = G.synthesis(ws).numpy()
+            got = H.synthesis(ws.half()).float().numpy()
+            out += [psnr(got[j], ref[j]) for j in range(len(ref))]
+    return out
 
 
 def run_all(run, inputs: np.ndarray) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ class MappingNetwork(nn.Module):
     def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
-        x = normalize_2nd_moment(z.float())
+        x = normalize_2nd_moment(z.to(self.w_avg.dtype))  # float32, or float16 for the phone-numerics check
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         ws = x[:, None, :].repeat(1, self.num_ws, 1)

@@ -29,6 +29,19 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x * x).mean(dim=1, keepdim=True).add(eps).rsqrt()
 
 
+def unit_max(x: torch.Tensor, dim=None, floor: float = 1e-4) -> torch.Tensor:
+    """x divided by its largest |value| (over `dim`, or the whole tensor), so that the result lies in [-1, 1].
+
+    Demodulation cancels any positive factor on one sample's styles or on one output channel's weights, so modulated
+    layers may rescale them freely. They do, because half precision (what phones' GPUs and neural engines compute in)
+    tops out at 65504: a trained layer's raw demodulation sum Σ s²·w² reaches 1e5–4e5 and its pre-demodulation
+    activations thousands, which overflow to inf and zero whole channels. With styles and weights at most 1 in
+    magnitude, the sum is bounded by the fan-in (≤ 9·in). NVIDIA's reference normalises the same way for its fp16
+    layers. `floor` keeps an all-zero tensor finite."""
+    dims = tuple(range(x.ndim)) if dim is None else dim  # explicit dims: ONNX's exporter has no dim-less amax
+    return x * x.abs().amax(dim=dims, keepdim=True).clamp_min(floor).reciprocal()
+
+
 class FullyConnected(nn.Module):
     """Linear layer with equalized learning rate: the stored weight is scaled by lr_multiplier / sqrt(in)."""
 
@@ -128,15 +141,16 @@ class SynthesisLayer(NoiseMixin, nn.Module):
         self._init_noise(resolution)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        styles = self.affine(w)  # [N, in]
-        wsq = (self.weight * self.weight).sum(dim=[2, 3])  # [out, in]
+        styles = unit_max(self.affine(w), dim=1)  # [N, in]; scale-free under demodulation (see unit_max)
+        weight = unit_max(self.weight, dim=(1, 2, 3))
+        wsq = (weight * weight).sum(dim=[2, 3])  # [out, in]
         dcoefs = ((styles * styles) @ wsq.t() + 1e-8).rsqrt()  # [N, out]
         x = x * styles[:, :, None, None]
         if self.up == 1:
-            x = F.conv2d(x, self.weight, padding=self.weight.shape[-1] // 2)
+            x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
         else:
             # Transposed conv (stride 2, no padding) then the [1,3,3,1] blur: what StyleGAN2's reference does.
-            x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
+            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             x = upfirdn2d(x, self.resample_filter, pad=(1, 1, 1, 1), gain=4)
         x = x * dcoefs[:, :, None, None]
         noise = self._noise(x, noise_mode)
@@ -178,7 +192,9 @@ class DepthwiseModulatedConv(NoiseMixin, nn.Module):
 
     The effective dense kernel is pw[o,i]·dw[i]·s[i], so the demodulation factor is
     rsqrt(Σ_i pw[o,i]²·Σdw[i]²·s[i]²): one small matmul against a [out, in] table of squared weights. No per-sample
-    (grouped) convolution is needed, which is what keeps the layer fast in TFLite and Core ML.
+    (grouped) convolution is needed, which is what keeps the layer fast in TFLite and Core ML. Styles (per sample),
+    pw (per output channel) and dw (as a whole) are first scaled to a largest magnitude of 1, which demodulation
+    cancels exactly and which keeps every intermediate inside half precision's range (see `unit_max`).
     """
 
     def __init__(
@@ -200,17 +216,23 @@ class DepthwiseModulatedConv(NoiseMixin, nn.Module):
         if use_noise:
             self._init_noise(resolution)
 
-    def squared_weights(self) -> torch.Tensor:
-        dw = self.dw_weight.flatten(1)
-        pw = self.pw_weight.flatten(1)
+    def scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dw, pw) with magnitudes ≤ 1: dw by one factor for all channels (a per-channel factor would change the
+        kernel's shape), pw by one factor per output channel."""
+        return unit_max(self.dw_weight), unit_max(self.pw_weight, dim=1)
+
+    @staticmethod
+    def squared_weights(dw: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        dw, pw = dw.flatten(1), pw.flatten(1)
         return (pw * pw) * (dw * dw).sum(dim=1)[None, :]  # [out, in]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        styles = self.affine(w)  # [N, in]
-        dcoefs = ((styles * styles) @ self.squared_weights().t() + 1e-8).rsqrt()  # [N, out]
+        styles = unit_max(self.affine(w), dim=1)  # [N, in]
+        dw, pw = self.scaled_weights()
+        dcoefs = ((styles * styles) @ self.squared_weights(dw, pw).t() + 1e-8).rsqrt()  # [N, out]
         x = x * styles[:, :, None, None]
-        x = F.conv2d(x, self.dw_weight, padding=1, groups=self.dw_weight.shape[0])
-        x = F.conv2d(x, self.pw_weight)
+        x = F.conv2d(x, dw, padding=1, groups=dw.shape[0])
+        x = F.conv2d(x, pw)
         # Demodulation, noise, bias and the activation gain in two passes over the tensor instead of six: on CPU
         # these elementwise passes cost as much as the convolutions. lrelu(v)·g = lrelu(v·g) for g > 0.
         gain = SQRT2 if self.activation else 1.0
@@ -258,18 +280,23 @@ class UpToRGB(NoiseMixin, nn.Module):
         self._init_noise(out_resolution)
         self.torgb = ToRGB(mid_channels, img_channels, w_dim)
 
-    def squared_weights(self) -> torch.Tensor:
+    def scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pw, dw) with magnitudes ≤ 1, each by one factor per output channel (demodulation cancels both)."""
+        return unit_max(self.pw_weight, dim=1), unit_max(self.dw_weight, dim=(1, 2, 3))
+
+    @staticmethod
+    def squared_weights(pw: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
         # Effective kernel of output o: dw[o]·pw[o,i]·s[i] (the bilinear upsample between them is ignored).
-        dw = self.dw_weight.flatten(1)
-        pw = self.pw_weight.flatten(1)
+        pw, dw = pw.flatten(1), dw.flatten(1)
         return (pw * pw) * (dw * dw).sum(dim=1)[:, None]  # [out, in]
 
     def forward(self, x: torch.Tensor, w_conv: torch.Tensor, w_rgb: torch.Tensor, noise_mode: str = "const"):
-        styles = self.affine(w_conv)
-        dcoefs = ((styles * styles) @ self.squared_weights().t() + 1e-8).rsqrt()
-        x = F.conv2d(x * styles[:, :, None, None], self.pw_weight)
+        styles = unit_max(self.affine(w_conv), dim=1)
+        pw, dw = self.scaled_weights()
+        dcoefs = ((styles * styles) @ self.squared_weights(pw, dw).t() + 1e-8).rsqrt()
+        x = F.conv2d(x * styles[:, :, None, None], pw)
         x = upsample2x(x)
-        x = F.conv2d(x, self.dw_weight, padding=1, groups=self.dw_weight.shape[0])
+        x = F.conv2d(x, dw, padding=1, groups=dw.shape[0])
         scale = (dcoefs * SQRT2)[:, :, None, None]
         noise = self._noise(x, noise_mode)
         x = x * scale if noise is None else torch.addcmul(noise * SQRT2, x, scale)
