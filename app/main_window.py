@@ -11,7 +11,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -888,14 +887,9 @@ class MainWindow(QMainWindow):
         if self.models is None:
             self.notify("open a model first")
             return
-        import json
+        from engine.io.directions import is_direction_file
 
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"])) if "meta" in f else {}
-        except Exception:  # noqa: BLE001 - load_latent gives the user-facing message
-            meta = {}
-        if meta.get("format") == "blazestudio-directions":
+        if is_direction_file(path):
             self.open_directions(path)
         else:
             self.open_latent(path)

@@ -1,5 +1,5 @@
 """`main.py bench --exported DIR`: CPU latency of an export's ONNX and TFLite files next to PyTorch eager
-(channels_last, engine.bench.prepare_for_cpu) running the same student, all on the same threads."""
+(channels_last, engine.runtime.prepare_for_cpu) running the same student, all on the same threads."""
 
 from __future__ import annotations
 
@@ -14,19 +14,8 @@ import torch
 
 from engine.errors import UserError
 from engine.export.common import sha256_file
-
-
-def load_manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{folder} has no manifest.json; export into it first (`python main.py export --out {folder}`)")
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e})") from None
-    if m.get("format") != "blazestudio-export":
-        raise UserError(f"{path}: not a BlazeStudio export manifest")
-    return m
+from engine.export.manifest import read_manifest
+from engine.io.safety import read_npz
 
 
 def _source_generator(m: dict):
@@ -61,16 +50,20 @@ def interleaved_latency(fns: list, repeats: int, warmup: int = 3) -> list[dict]:
 def bench_exported(folder, repeats: int = 20, out="bench.json", threads: int = 2) -> int:
     """Median latency (batch 1) of each exported ONNX/TFLite synthesis and mapping file and of PyTorch eager; prints
     a table and writes JSON to `out`. Core ML packages are listed as not runnable here."""
-    from engine.bench import prepare_for_cpu
+    from engine.runtime import prepare_for_cpu
     from engine.export.verify import onnx_runner, tflite_runner
 
     folder = Path(folder)
-    m = load_manifest(folder)
+    m = read_manifest(folder)
     ref_path = folder / "reference.npz"
     if not ref_path.is_file():
         raise UserError(f"{folder} has no reference.npz; export again")
-    with np.load(ref_path, allow_pickle=False) as f:
-        inputs = {"synthesis": f["ws"][:1].astype(np.float32), "mapping": f["z"][:1].astype(np.float32)}
+    ref = read_npz(ref_path, "export reference file", names=["ws", "z"])
+    want = {"ws": (m["num_ws"], m["w_dim"]), "z": (m["z_dim"],)}
+    if any(k not in ref or ref[k].ndim != len(v) + 1 or ref[k].shape[1:] != v or not len(ref[k])
+           for k, v in want.items()):
+        raise UserError(f"{ref_path}: its arrays do not match the manifest's W+ layout; export again")
+    inputs = {"synthesis": ref["ws"][:1].astype(np.float32), "mapping": ref["z"][:1].astype(np.float32)}
     torch.set_num_threads(threads)
     rows: list[dict] = []
     fns: list = []

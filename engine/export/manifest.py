@@ -86,15 +86,11 @@ def read_directions(path, G) -> dict:
     Reads engine.io.directions files (a `meta` JSON record plus `v0`, `v1`, …; refused if made for another W
     space) and, for sets made by other tools, a plain .npz with `names` [K], `vectors` [K, w_dim] or
     [K, num_ws, w_dim] and optional `layers` [K, 2] (inclusive W+ ranges; default: all layers)."""
+    from engine.io.safety import read_npz
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            keys = set(f.files)
-            plain = None if "meta" in keys else {k: np.array(f[k]) for k in ("names", "vectors", "layers") if k in f}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such direction file") from None
-    except Exception as e:
-        raise UserError(f"{path.name}: not a direction file ({type(e).__name__}: {e})") from None
+    arrays = read_npz(path, "direction file", names=["meta", "names", "vectors", "layers"])
+    plain = None if "meta" in arrays else arrays
     if plain is None:
         from engine.io.directions import load_directions
 
@@ -118,6 +114,13 @@ def read_directions(path, G) -> dict:
 
 
 def _plain_directions(arrays: dict, path: Path, G) -> list[dict]:
+    try:
+        return _plain_directions_unchecked(arrays, path, G)
+    except (ValueError, TypeError) as e:  # arrays of the wrong kind (strings for vectors, ragged layers, ...)
+        raise UserError(f"{path.name}: not a usable direction file ({str(e)[:200]})") from None
+
+
+def _plain_directions_unchecked(arrays: dict, path: Path, G) -> list[dict]:
     if "names" not in arrays or "vectors" not in arrays:
         raise UserError(f"{path.name}: a direction file needs arrays 'names' and 'vectors' (or a 'meta' record)")
     names = [str(n) for n in arrays["names"].reshape(-1)]
@@ -147,6 +150,46 @@ def _plain_directions(arrays: dict, path: Path, G) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Files
+
+
+def read_manifest(folder) -> dict:
+    """An export folder's manifest.json, checked before anything is built or opened from it: the sizes it claims are
+    bounded and every model path stays inside the folder. One UserError line otherwise."""
+    from engine.io.safety import MAX_NUM_WS, MAX_RESOLUTION, MAX_WIDTH, check_range
+
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{folder} has no manifest.json; export into it first (`python main.py export --out {folder}`)")
+    if path.stat().st_size > 64 << 20:
+        raise UserError(f"{path}: {path.stat().st_size / 1e6:.0f} MB is far more than any export manifest")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: unreadable manifest ({str(e)[:200]})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise UserError(f"{path}: not a BlazeStudio export manifest")
+    try:
+        check_range("resolution", m["resolution"], 8, MAX_RESOLUTION)
+        check_range("num_ws", m["num_ws"], 1, MAX_NUM_WS)
+        check_range("w_dim", m["w_dim"], 1, MAX_WIDTH)
+        check_range("z_dim", m["z_dim"], 1, MAX_WIDTH)
+        if not isinstance(m["models"], list):
+            raise ValueError("'models' is not a list")
+        root = folder.resolve()
+        for e in m["models"]:
+            rel = Path(str(e["path"]))
+            if rel.is_absolute() or ".." in rel.parts or not (root / rel).resolve().is_relative_to(root):
+                raise ValueError(f"model path {str(e['path'])[:80]!r} points outside the export folder")
+            if not (isinstance(e["inputs"], list) and isinstance(e["outputs"], list) and e["inputs"] and e["outputs"]):
+                raise ValueError(f"{rel}: inputs and outputs must be non-empty lists")
+            for io_ in (*e["inputs"], *e["outputs"]):
+                if not isinstance(io_["name"], str):
+                    raise ValueError(f"{rel}: an input or output without a name")
+            str(e["format"]), str(e["name"]), str(e["precision"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: damaged manifest ({str(e)[:200]})") from None
+    return m
 
 
 _NUMBER_LIST = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")

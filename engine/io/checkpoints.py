@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError
+from engine.io.safety import build_checked, read_header_config
 from engine.models.config import ModelConfig
 from engine.models.generator import Generator
 
@@ -132,6 +133,8 @@ def _generator_from_nvidia(record: PersistentRecord, path: Path) -> tuple[ModelC
     if "mapping" not in mods or "synthesis" not in mods:
         raise CheckpointError(f"{path.name}: G_ema has no mapping/synthesis networks; not a StyleGAN generator")
     mapping, synthesis = mods["mapping"], mods["synthesis"]
+    if not isinstance(mapping, PersistentRecord) or not isinstance(synthesis, PersistentRecord):
+        raise CheckpointError(f"{path.name}: G_ema's mapping/synthesis are not network objects")
     if record.module_hint == "stylegan3" or "input" in synthesis.modules or any(
         k.startswith("L") and "_" in k for k in synthesis.modules
     ):
@@ -141,33 +144,70 @@ def _generator_from_nvidia(record: PersistentRecord, path: Path) -> tuple[ModelC
         )
     if int(_attr(mapping, "c_dim", 0) or 0) > 0:
         raise CheckpointError(f"{path.name}: conditional (class-label) generators are not supported")
-    res = int(_attr(synthesis, "img_resolution") or _attr(record, "img_resolution"))
     tensors = record.tensors()
+    # Every size comes from the stored tensors; the pickle's attributes (init kwargs) are only cross-checked, since a
+    # file can claim anything there.
     blocks = sorted(int(k[1:]) for k in synthesis.modules if k.startswith("b") and k[1:].isdigit())
+    if not blocks:
+        raise CheckpointError(f"{path.name}: the synthesis network has no blocks")
+    missing = [f"synthesis.b{r}.conv1.weight" for r in blocks if f"synthesis.b{r}.conv1.weight" not in tensors]
+    if missing or "mapping.fc0.weight" not in tensors:
+        gone = missing or ["mapping.fc0.weight"]
+        raise CheckpointError(f"{path.name}: tensors missing from the generator: {gone[:3]}")
     channels = {r: int(tensors[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in blocks}
+    res = blocks[-1]
+    claimed = _attr(synthesis, "img_resolution") or _attr(record, "img_resolution")
+    if claimed is not None and _as_int(claimed) != res:
+        raise CheckpointError(f"{path.name}: claims img_resolution {claimed!r} but its blocks end at {res}")
     for r in blocks:
         arch = _attr(synthesis.modules[f"b{r}"], "architecture", "skip")
         if arch != "skip":
-            raise CheckpointError(f"{path.name}: synthesis architecture '{arch}' is not supported (only 'skip')")
+            raise CheckpointError(f"{path.name}: synthesis architecture '{str(arch)[:40]}' is not supported "
+                                  "(only 'skip')")
     n_fc = sum(1 for k in mapping.modules if k.startswith("fc"))
     fc0 = mapping.modules["fc0"]
+    w_dim, z_dim = (int(n) for n in tensors["mapping.fc0.weight"].shape)
+    for name, value in (("z_dim", z_dim), ("w_dim", w_dim)):
+        claimed = _attr(mapping, name)
+        if claimed is not None and _as_int(claimed) != value:
+            raise CheckpointError(f"{path.name}: claims {name} {claimed!r} but its mapping weights have {value}")
     clamp = _attr(synthesis.modules[f"b{blocks[-1]}"].modules["conv1"], "conv_clamp")
-    cfg = ModelConfig(
-        arch="stylegan2",
-        resolution=res,
-        z_dim=int(_attr(mapping, "z_dim")),
-        w_dim=int(_attr(mapping, "w_dim")),
-        mapping_layers=n_fc,
-        mapping_lr_multiplier=float(_attr(fc0, "lr_multiplier", 0.01)),
-        img_channels=int(_attr(synthesis, "img_channels", 3)),
-        channels=channels,
-        conv_clamp=None if clamp is None else float(clamp),
-    )
+    lr_mul = _attr(fc0, "lr_multiplier", 0.01)
+    img_channels = int(tensors.get(f"synthesis.b{res}.torgb.weight", torch.empty(3)).shape[0])
+    try:
+        cfg = ModelConfig(
+            arch="stylegan2",
+            resolution=res,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=n_fc,
+            mapping_lr_multiplier=float(lr_mul),
+            img_channels=img_channels,
+            channels=channels,
+            conv_clamp=None if clamp is None else float(clamp),
+        )
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path.name}: not a generator this program can rebuild ({e})") from None
     state = {k: v.float() for k, v in tensors.items() if not k.endswith("resample_filter")}
     return cfg, state
 
 
+def _as_int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _read_nvidia(path: Path) -> tuple[ModelConfig, dict, dict]:
+    try:
+        return _read_nvidia_unchecked(path)
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:  # a pickle shaped unlike any snapshot
+        raise CheckpointError(f"{path.name}: not a StyleGAN2 snapshot this program can read "
+                              f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _read_nvidia_unchecked(path: Path) -> tuple[ModelConfig, dict, dict]:
     data = _unpickle_nvidia(path)
     if isinstance(data, dict) and "G_ema" in data:
         g = data["G_ema"]
@@ -271,7 +311,13 @@ def _read_rosinality(path: Path, data) -> tuple[ModelConfig, dict, dict]:
     else:
         keys = list(data)[:6] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path.name}: a torch file, but not a rosinality StyleGAN2 checkpoint (found {keys})")
-    cfg, state = _rosinality_to_nvidia(sd, latent_avg, path)
+    try:
+        cfg, state = _rosinality_to_nvidia(sd, latent_avg, path)
+    except CheckpointError:
+        raise
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{path.name}: not a rosinality generator this program can read "
+                              f"({type(e).__name__}: {str(e)[:120]})") from None
     extras = {}
     if isinstance(data.get("d"), dict):
         extras["D_rosinality"] = data["d"]
@@ -338,22 +384,16 @@ def write_npz(path, arrays: dict) -> Path:
 
 
 def read_native_config(path) -> ModelConfig:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if NATIVE_KEY not in meta:
-        raise CheckpointError(f"{Path(path).name}: a safetensors file without a BlazeStudio model config")
-    doc = json.loads(meta[NATIVE_KEY])
-    return ModelConfig.from_dict(doc["config"])
+    """The ModelConfig in a `.safetensors` header, validated and bounded; one CheckpointError line otherwise."""
+    return read_header_config(path, NATIVE_KEY, NATIVE_VERSION, ModelConfig.from_dict)
 
 
 def _read_native(path: Path) -> tuple[ModelConfig, dict, dict]:
+    cfg = read_native_config(path)
     try:
-        cfg = read_native_config(path)
         state = load_file(str(path))
-    except (SafetensorError, json.JSONDecodeError, KeyError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path.name}: damaged or foreign safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path.name}: damaged or foreign safetensors file ({str(e)[:200]})") from None
     return cfg, state, {}
 
 
@@ -400,12 +440,9 @@ def read_checkpoint(path) -> tuple[ModelConfig, dict, dict]:
 
 
 def build_generator(cfg: ModelConfig, state: dict, name: str = "checkpoint") -> Generator:
-    G = Generator(cfg)
-    missing, unexpected = G.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{name}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    """The network `cfg` describes with `state` loaded, built only once the stored tensors are checked to be exactly
+    what the config implies (see engine.io.safety): a config that lies about sizes allocates nothing."""
+    G = build_checked(lambda: Generator(cfg), state, name, what="generator")
     G.eval().requires_grad_(False)
     if cfg.info.get("w_avg_estimated"):
         with torch.no_grad():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from engine.errors import UserError
 from engine.io.checkpoints import write_npz
 from engine.io.latents import _jsonable, w_space_id
+from engine.io.safety import MAX_NUM_WS, MAX_WIDTH, check_range, read_npy, read_npz
 
 FORMAT = "blazestudio-directions"
 VERSION = 1
@@ -179,26 +179,41 @@ def save_directions(path, dset: DirectionSet) -> Path:
     return write_npz(path, arrays)
 
 
+def is_direction_file(path) -> bool:
+    """Whether an .npz holds a direction set (else treat it as a latent); never raises, reads only the header."""
+    try:
+        meta = json.loads(str(read_npz(path, "direction file", max_bytes=16 << 20, names=["meta"])["meta"]))
+    except (UserError, KeyError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
 def load_directions(path, G=None) -> DirectionSet:
     """Read a direction set; with G given, refuse one made for another W space."""
     path = Path(path)
+    arrays = read_npz(path, "direction file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"format is {meta.get('format')!r}")
-            vectors = [np.array(f[f"v{i}"], dtype=np.float32) for i in range(len(meta["directions"]))]
-        dset = DirectionSet(num_ws=meta["num_ws"], w_dim=meta["w_dim"], w_space_id=meta.get("w_space_id"),
-                            model=meta.get("model", ""))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such direction file") from None
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise UserError(f"{path.name}: not a direction file ({e})") from None
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else None!r}")
+        if not isinstance(meta["directions"], list):
+            raise ValueError("'directions' is not a list")
+        # The header's sizes are claims: bounded here, and each vector must then match them (DirectionSet.add).
+        num_ws = check_range("num_ws", meta["num_ws"], 1, MAX_NUM_WS)
+        w_dim = check_range("w_dim", meta["w_dim"], 1, MAX_WIDTH)
+        vectors = [np.asarray(arrays[f"v{i}"], dtype=np.float32) for i in range(len(meta["directions"]))]
+        dset = DirectionSet(num_ws=num_ws, w_dim=w_dim, w_space_id=meta.get("w_space_id"),
+                            model=str(meta.get("model", "")))
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path.name}: not a direction file ({str(e)[:200]})") from None
     if int(meta.get("version", 0)) > VERSION:
         raise UserError(f"{path.name} was written by a newer BlazeStudio (version {meta['version']}); update")
-    for rec, vec in zip(meta["directions"], vectors):
-        dset.add(Direction(rec["name"], torch.from_numpy(vec), tuple(rec["layers"]), tuple(rec["slider"]),
-                           rec.get("method", ""), rec.get("info") or {}))
+    try:
+        for rec, vec in zip(meta["directions"], vectors):
+            dset.add(Direction(rec["name"], torch.from_numpy(vec), tuple(rec["layers"]), tuple(rec["slider"]),
+                               rec.get("method", ""), rec.get("info") or {}))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path.name}: a damaged direction record ({str(e)[:200]})") from None
     if G is not None:
         dset.check(G, path.name)
     return dset
@@ -213,7 +228,7 @@ def import_direction_file(path, G, name: str | None = None, layers: tuple[int, i
     stem = name or path.stem
     try:
         if path.suffix == ".npy":
-            items = {stem: torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))}
+            items = {stem: torch.from_numpy(read_npy(path, "direction vector file").astype(np.float32))}
         elif path.suffix in (".pt", ".pth"):
             data = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(data, torch.Tensor):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from engine.errors import UserError
 from engine.io.checkpoints import write_npz
+from engine.io.safety import MAX_NUM_WS, MAX_WIDTH, read_npz
 
 FORMAT = "blazestudio-latent"
 
@@ -29,6 +29,12 @@ def w_space_id(G) -> str:
         h.update(k.encode())
         h.update(v.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def same_w_space(a, b) -> bool:
+    """Whether two generators share one W space (a student and its teacher do): latents and directions of one
+    work with the other."""
+    return (a.num_ws, a.w_dim) == (b.num_ws, b.w_dim) and (a is b or w_space_id(a) == w_space_id(b))
 
 
 def save_latent(path, ws: torch.Tensor, G, **meta) -> Path:
@@ -59,16 +65,25 @@ def save_latent(path, ws: torch.Tensor, G, **meta) -> Path:
 def load_latent(path, G=None) -> tuple[torch.Tensor, dict]:
     """(ws [N, num_ws, w_dim], metadata). With G given, refuses a latent from another W space."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            ws = torch.from_numpy(np.array(f["ws"], dtype=np.float32))
-            meta = json.loads(str(f["meta"])) if "meta" in f else {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such latent file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise UserError(f"{path.name}: not a latent file ({e})") from None
+    arrays = read_npz(path, "latent file", names=["ws", "meta"])
+    if "ws" not in arrays:
+        raise UserError(f"{path.name}: not a latent file (no 'ws' array)")
+    ws = arrays["ws"]
     if ws.ndim == 2:
         ws = ws[None]
+    if ws.ndim != 3 or not 1 <= ws.shape[1] <= MAX_NUM_WS or not 1 <= ws.shape[2] <= MAX_WIDTH or ws.shape[0] < 1:
+        raise UserError(f"{path.name}: 'ws' has shape {list(arrays['ws'].shape)}; a latent is [N, num_ws, w_dim]")
+    if not np.issubdtype(ws.dtype, np.floating):
+        raise UserError(f"{path.name}: 'ws' holds {ws.dtype} values; a latent holds floats")
+    ws = torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float32))
+    if not torch.isfinite(ws).all():
+        raise UserError(f"{path.name}: 'ws' contains NaN or infinite values")
+    try:
+        meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path.name}: damaged latent metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path.name}: damaged latent metadata (not a JSON object)")
     if G is not None:
         if ws.shape[1:] != (G.num_ws, G.w_dim):
             raise UserError(

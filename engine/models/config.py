@@ -8,6 +8,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from engine.io.safety import MAX_MAPPING_LAYERS, MAX_RESOLUTION, MAX_WIDTH, check_range
+
 ARCHES = ("stylegan2", "blazestylegan")
 
 
@@ -52,13 +54,30 @@ class ModelConfig:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        # JSON turns int keys into strings; accept both.
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
-        self.head_channels = {int(k): int(v) for k, v in self.head_channels.items()}
+        # Configs come from downloaded files' headers: every size is bounded before anything is built from it.
         if self.arch not in ARCHES:
-            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHES}")
-        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"unknown architecture {str(self.arch)[:40]!r}; expected one of {ARCHES}")
+        self.resolution = check_range("resolution", self.resolution, 8, MAX_RESOLUTION)
+        if self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution must be a power of two ≥ 8, not {self.resolution}")
+        self.z_dim = check_range("z_dim", self.z_dim, 1, MAX_WIDTH)
+        self.w_dim = check_range("w_dim", self.w_dim, 1, MAX_WIDTH)
+        self.mapping_layers = check_range("mapping_layers", self.mapping_layers, 1, MAX_MAPPING_LAYERS)
+        self.img_channels = check_range("img_channels", self.img_channels, 1, 4)
+        if not isinstance(self.mapping_lr_multiplier, (int, float)) or not 0 < self.mapping_lr_multiplier <= 10:
+            raise ValueError(f"mapping_lr_multiplier must be a number in (0, 10], not {self.mapping_lr_multiplier!r}")
+        if self.conv_clamp is not None and (not isinstance(self.conv_clamp, (int, float)) or
+                                            not 0 < self.conv_clamp < 1e9):
+            raise ValueError(f"conv_clamp must be a positive number or null, not {self.conv_clamp!r}")
+        if not isinstance(self.channels, dict) or not isinstance(self.head_channels, dict):
+            raise ValueError("channels and head_channels must be objects {resolution: width}")
+        if not isinstance(self.info, dict):
+            raise ValueError("info must be an object")
+        # JSON turns int keys into strings; accept both.
+        self.channels = {check_range("a channels key", int(k), 4, MAX_RESOLUTION): check_range(
+            f"channels[{k}]", v, 1, MAX_WIDTH) for k, v in self.channels.items()}
+        self.head_channels = {check_range("a head_channels key", int(k), 4, MAX_RESOLUTION): check_range(
+            f"head_channels[{k}]", v, 1, MAX_WIDTH) for k, v in self.head_channels.items()}
         if not self.channels:
             if self.arch == "stylegan2":
                 self.channels = ffhq_teacher_channels(self.resolution)
@@ -69,6 +88,9 @@ class ModelConfig:
         expected = block_resolutions(self.resolution if self.arch == "stylegan2" else self.resolution // 2)
         if sorted(self.channels) != expected:
             raise ValueError(f"channels must give a width for each of {expected}, got {sorted(self.channels)}")
+        if self.arch == "blazestylegan" and sorted(self.head_channels) != expected:
+            raise ValueError(f"head_channels must give a width for each of {expected}, got "
+                             f"{sorted(self.head_channels)}")
 
     @property
     def num_ws(self) -> int:
@@ -86,11 +108,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError("the config is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**d)
+            raise ValueError(f"unknown config fields {sorted(unknown)[:5]}")
+        try:
+            return cls(**d)
+        except (TypeError, OverflowError) as e:  # wrong JSON types, e.g. a string where a width belongs
+            raise ValueError(f"malformed config ({e})") from None
 
     def student(self, resolution: int | None = None, **overrides) -> ModelConfig:
         """The default BlazeStyleGAN student config for this teacher (same mapping and W+ layout)."""

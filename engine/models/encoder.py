@@ -61,10 +61,25 @@ class EncoderConfig:
     info: dict = field(default_factory=dict)  # provenance: model it was trained on, steps, losses
 
     def __post_init__(self):
-        self.stages = [int(s) for s in self.stages]
+        from engine.io.safety import MAX_NUM_WS, MAX_RESOLUTION, MAX_WIDTH, check_range
+
+        # Bounded before anything is built: the config comes from a file's header.
+        self.num_ws = check_range("num_ws", self.num_ws, 1, MAX_NUM_WS)
+        self.w_dim = check_range("w_dim", self.w_dim, 1, MAX_WIDTH)
+        self.resolution = check_range("resolution", self.resolution, 8, MAX_RESOLUTION)
+        self.input_size = check_range("input_size", self.input_size, 32, 1024)
+        self.pool_grid = check_range("pool_grid", self.pool_grid, 1, 16)
+        self.hidden = check_range("hidden", self.hidden, 1, MAX_WIDTH)
+        if not isinstance(self.stages, list) or not isinstance(self.groups, list) or len(self.groups) > MAX_NUM_WS:
+            raise ValueError("stages and groups must be short lists")
+        if not isinstance(self.info, dict) or not isinstance(self.w_space_id, str):
+            raise ValueError("info must be an object and w_space_id a string")
+        self.stages = [check_range("a stage", s, 0, 18) for s in self.stages]
         if not self.groups:
             self.groups = default_groups(self.num_ws)
-        self.groups = [[int(a), int(b)] for a, b in self.groups]
+        self.groups = [[check_range("a group start", g[0], 0, MAX_NUM_WS),
+                        check_range("a group end", g[1], 0, MAX_NUM_WS)]
+                       for g in self.groups if isinstance(g, (list, tuple)) and len(g) == 2]
         covered = [i for a, b in self.groups for i in range(a, b)]
         if covered != list(range(self.num_ws)):
             raise ValueError(f"groups {self.groups} must cover W+ layers 0..{self.num_ws - 1} once, in order")
@@ -72,8 +87,6 @@ class EncoderConfig:
             raise ValueError(f"stages must be ascending MobileNetV2 feature indices, got {self.stages}")
         if self.stages[0] < 0 or self.stages[-1] > 18:
             raise ValueError(f"stages must lie in 0..18, got {self.stages}")
-        if self.input_size < 32:
-            raise ValueError(f"input_size must be at least 32, not {self.input_size}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -239,44 +252,23 @@ def save_encoder(E: Encoder, path, info: dict | None = None) -> Path:
 
 
 def read_encoder_config(path) -> EncoderConfig:
-    from safetensors import safe_open
+    """The EncoderConfig in an encoder file's header, validated and bounded; one CheckpointError line otherwise."""
+    from engine.io.safety import read_header_config
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such encoder file")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; pass an encoder .safetensors file")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path.name}: not an encoder file (not a readable .safetensors: {e})") from None
-    if ENCODER_KEY not in meta:
-        if "blazestudio" in meta:
-            raise CheckpointError(f"{path.name} is a generator model, not an encoder; pass it as --model")
-        raise CheckpointError(f"{path.name}: a .safetensors file without a BlazeStudio encoder config")
-    try:
-        doc = json.loads(meta[ENCODER_KEY])
-        if int(doc.get("version", 0)) > ENCODER_VERSION:
-            raise CheckpointError(f"{path.name}: encoder format {doc['version']} is newer than this program's")
-        return EncoderConfig.from_dict(doc["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path.name}: damaged encoder config ({e})") from None
+    return read_header_config(path, ENCODER_KEY, ENCODER_VERSION, EncoderConfig.from_dict)
 
 
 def load_encoder(path) -> Encoder:
-    """Load an encoder written by `save_encoder` (eval mode, no gradients)."""
+    """Load an encoder written by `save_encoder` (eval mode, no gradients). The stored tensors are checked against
+    the shapes its config implies before anything is allocated (engine.io.safety)."""
+    from engine.io.safety import build_checked
+
     cfg = read_encoder_config(path)
-    E = Encoder(cfg, pretrained=False)
     try:
         state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{Path(path).name}: damaged encoder file ({e})") from None
-    missing, unexpected = E.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{Path(path).name}: weights do not fit the encoder (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{Path(path).name}: damaged encoder file ({str(e)[:200]})") from None
+    E = build_checked(lambda: Encoder(cfg, pretrained=False), state, Path(path).name, what="encoder")
     E.source_path = str(path)
     return E.eval().requires_grad_(False)
 
