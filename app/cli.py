@@ -40,7 +40,7 @@ def run(args) -> int:
 
     import torch
 
-    from engine.bench_app import APP_THREADS
+    from engine.runtime import APP_THREADS
 
     torch.set_num_threads(max(1, args.threads or APP_THREADS))
     torch.set_grad_enabled(False)

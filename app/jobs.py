@@ -75,8 +75,8 @@ def teacher_candidates(path: Path, G) -> list[Path]:
 def load_teacher_for(ctx, G, path):
     """Load a teacher and check it shares G's W space (a student carries its teacher's mapping network)."""
     from engine import load_generator
-    from engine.bench import prepare_for_cpu
     from engine.errors import UserError
+    from engine.runtime import prepare_for_cpu
 
     T = load_generator(path)
     if T.is_student:
@@ -90,7 +90,7 @@ def load_models(ctx, path: str, teacher_path: str | None = None, encoder_path: s
                 directions_path: str | None = None) -> LoadedModels:
     from engine import load_generator
     from engine.assets import DIRECTIONS, ENCODER
-    from engine.bench import prepare_for_cpu
+    from engine.runtime import prepare_for_cpu
 
     torch.set_grad_enabled(False)
     ctx.progress(0.05, 1, f"Reading {Path(path).name}…")

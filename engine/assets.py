@@ -1,4 +1,4 @@
-"""Paths of the models bundled in assets/ (see assets/MODEL_CARD.md)."""
+"""Paths of the models bundled in assets/ (see assets/MODEL_CARD.md) and of the example photos."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ STUDENT = ASSETS / "student.safetensors"
 TEACHER = ASSETS / "teacher.safetensors"
 ENCODER = ASSETS / "encoder.safetensors"
 DIRECTIONS = ASSETS / "directions.npz"
+# Public-domain portraits (assets/examples/README.md): for trying the editor, and the benchmark's stand-in webcam.
+EXAMPLE_PHOTOS = (ASSETS / "examples" / "eileen_collins.jpg", ASSETS / "examples" / "grace_hopper.jpg")
 
 
 def default_model_path(which: str = "student") -> Path:

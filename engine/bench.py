@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.models.config import ModelConfig, ffhq_teacher_channels
 from engine.models.generator import Generator
+from engine.runtime import prepare_for_cpu
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -42,11 +43,6 @@ def latency_ms(fn, repeats: int = 20, warmup: int = 3) -> dict:
         fn()
         times.append((time.perf_counter() - t) * 1000)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats}
-
-
-def prepare_for_cpu(G: Generator) -> Generator:
-    """channels_last is 3–4× faster than NCHW for these convs on CPU (see DEVELOPERS.md)."""
-    return G.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 def bench_synthesis(G: Generator, repeats: int = 20) -> dict:

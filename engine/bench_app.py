@@ -4,9 +4,9 @@
   edited W+ and renders it on its worker; the time until the frame is ready. Measured one change at a time after an
   idle pause (the latency a user feels per key press) and as a 60 Hz drag (requests merged: how many frames per
   second reach the screen, and how old each one is).
-- Webcam: a video made from the fixture photos plays as a 30 fps camera through `engine.live` (align → encode →
-  edit → render → paste back on three overlapped threads); output frames per second, the CPU each frame took and
-  each stage's time.
+- Webcam: a video made from the example photos (assets/examples) plays as a 30 fps camera through `engine.live`
+  (align → encode → edit → render → paste back on three overlapped threads); output frames per second, the CPU each
+  frame took and each stage's time.
 
 The student is the bundled one when it is installed, else a random-weight student at 256 px (same architecture and
 cost); likewise the encoder. Goals on the 2-core CPU: slider-to-frame median ≤ 40 ms, webcam ≥ 15 fps.
@@ -22,23 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FIXTURE_PHOTOS = ("astronaut.png", "grace_hopper.jpg")
-# The editor renders with one intra-op thread (app.cli --threads): batch-1 renders of the student were faster on
-# one thread than on two even on an idle 2-core CPU, and far steadier when the other core is busy (the UI, MediaPipe,
-# the webcam's other stage, other programs).
-APP_THREADS = 1
+from engine.runtime import APP_THREADS, prepare_for_cpu
+
 GOAL_SLIDER_MS = 40.0
 GOAL_WEBCAM_FPS = 15.0
-
-
-def _fixture_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "images"
 
 
 def bench_models(resolution: int = 256):
     """(student, encoder, description): the bundled pair when present, else random weights of the same shape."""
     from engine.assets import ENCODER, STUDENT
-    from engine.bench import prepare_for_cpu
     from engine.io.checkpoints import load_generator
     from engine.models.config import ModelConfig
     from engine.models.encoder import build_encoder, check_compatible, load_encoder
@@ -74,12 +66,13 @@ def bench_models(resolution: int = 256):
 
 
 def make_camera_video(path, seconds: float = 6.0, fps: float = 30.0, size=(640, 480)) -> Path:
-    """A webcam stand-in: the fixture portraits on a grey background, drifting a little, switching halfway."""
+    """A webcam stand-in: the example portraits on a grey background, drifting a little, switching halfway."""
     import cv2
 
+    from engine.assets import EXAMPLE_PHOTOS
     from engine.faces import load_image
 
-    photos = [load_image(_fixture_dir() / name) for name in FIXTURE_PHOTOS]
+    photos = [load_image(path) for path in EXAMPLE_PHOTOS]
     w, h = size
     side = int(h * 0.85)
     photos = [cv2.resize(p[: min(p.shape[:2]), : min(p.shape[:2])], (side, side), interpolation=cv2.INTER_AREA)
@@ -199,7 +192,7 @@ def bench_webcam(G, E, seconds: float = 6.0, warmup: float = 1.0, threads: int |
         torch.set_num_threads(old_threads)
     picked = "overlapped" if auto_overlap else "serial"
     return {
-        "camera": "640x480 MJPG video of the fixture portraits, paced at 30 fps",
+        "camera": "640x480 MJPG video of the example portraits, paced at 30 fps",
         "fps": modes[picked]["fps"],
         "mode": picked,
         "modes": modes,

@@ -93,13 +93,13 @@ def write_video(frames: list[np.ndarray], path, fps: float = 24.0) -> Path:
 
 def run(args) -> int:
     from engine.assets import DIRECTIONS
-    from engine.bench import prepare_for_cpu
     from engine.edit.layers import parse_layers
     from engine.edit.ops import apply_edits, resolve_edits
     from engine.io.directions import load_directions
     from engine.io.latents import load_latent, w_space_id
     from engine.models.generator import seeds_to_z
     from engine.render import to_uint8
+    from engine.runtime import prepare_for_cpu
 
     G = prepare_for_cpu(load_model(args.model))
     models = [G]

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bench import prepare_for_cpu
 from engine.edit.layers import layer_groups
 from engine.edit.ops import apply_edits, style_mix, truncate
 from engine.errors import UserError
@@ -34,6 +33,7 @@ from engine.io.directions import DirectionSet, load_directions
 from engine.io.latents import load_latent, save_latent, w_space_id
 from engine.models.generator import seeds_to_z
 from engine.render import to_uint8
+from engine.runtime import prepare_for_cpu
 
 
 @dataclass(frozen=True, eq=False)

@@ -50,8 +50,8 @@ def interleaved_latency(fns: list, repeats: int, warmup: int = 3) -> list[dict]:
 def bench_exported(folder, repeats: int = 20, out="bench.json", threads: int = 2) -> int:
     """Median latency (batch 1) of each exported ONNX/TFLite synthesis and mapping file and of PyTorch eager; prints
     a table and writes JSON to `out`. Core ML packages are listed as not runnable here."""
-    from engine.runtime import prepare_for_cpu
     from engine.export.verify import onnx_runner, tflite_runner
+    from engine.runtime import prepare_for_cpu
 
     folder = Path(folder)
     m = read_manifest(folder)
