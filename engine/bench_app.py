@@ -125,7 +125,7 @@ def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float =
             if t0 is not None:
                 got.append((time.perf_counter(), (time.perf_counter() - t0) * 1e3))
 
-        s.on_frame = on_frame
+        s.events.connect("frame", on_frame)
         n = int(drag_seconds * drag_hz)
         start = time.perf_counter()
         for i in range(n):
@@ -139,7 +139,7 @@ def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float =
             s.request_render()
         s.wait_idle(timeout=30)
         elapsed = time.perf_counter() - start
-        s.on_frame = None
+        s.events.disconnect("frame", on_frame)
         drag_lat = [ms for _, ms in got]
         out["drag_requests"] = n
         out["drag_frames"] = len(got)

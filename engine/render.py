@@ -1,4 +1,5 @@
-"""Turning generator output into pictures: raw [-1, 1] tensors to uint8, image grids, PNG writing."""
+"""Turning generator output into pictures: raw [-1, 1] tensors to uint8, image grids and rows, PNG writing, and the
+PSNR between two outputs as people see them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,33 @@ def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, bg: int
         y, x = pad + r * (h + pad), pad + k * (w + pad)
         grid[y : y + h, x : x + w] = im
     return grid
+
+
+def side_by_side(images: list[np.ndarray], pad: int = 4, bg: int = 255) -> np.ndarray:
+    """uint8 [H, W, 3] images in one row, top-aligned, `pad` pixels of grey level `bg` between them."""
+    h = max(im.shape[0] for im in images)
+    w = sum(im.shape[1] for im in images) + pad * (len(images) - 1)
+    out = np.full((h, w, 3), bg, np.uint8)
+    x = 0
+    for im in images:
+        out[: im.shape[0], x : x + im.shape[1]] = im
+        x += im.shape[1] + pad
+    return out
+
+
+PSNR_CAP = 200.0  # identical outputs: a finite number (JSON has no infinity)
+
+
+def psnr(a, b, per_sample: bool = False):
+    """PSNR in dB between two raw generator outputs (about -1..1, clamped to it), measured on the 0..1 pictures people
+    see, in float64; at most PSNR_CAP. Tensors or arrays. One float over everything, or with per_sample one value per
+    item of the first dimension (a float64 tensor)."""
+    x = torch.as_tensor(a).detach().double().clamp(-1, 1)
+    y = torch.as_tensor(b).detach().double().clamp(-1, 1)
+    dims = list(range(1, x.ndim)) if per_sample else list(range(x.ndim))
+    mse = ((x - y) / 2).square().mean(dim=dims)
+    db = (-10 * torch.log10(mse)).clamp(max=PSNR_CAP)  # mse 0 → +inf → the cap
+    return db if per_sample else float(db)
 
 
 def save_image(array: np.ndarray, path) -> Path:

@@ -334,6 +334,56 @@ def test_session_renders_teacher_and_student_with_cache(teacher, student, dirs):
     s.close()
 
 
+def test_session_tells_observers_and_post_processes(teacher, student):
+    """Events (no Qt) are what the editor's parts follow; the post-process is how a photo gets its face back."""
+    s = EditSession({"main": student, "teacher": teacher}, sefa(teacher, num=3))
+    seen = []
+    s.events.connect("changed", lambda st: seen.append((dict(st.alphas), st.base_info.get("seed"))))
+    s.events.connect("directions", lambda d: seen.append(list(d.names)))
+    s.set_seed(3)
+    s.set_alpha("sefa0", 1.0)
+    s.set_alpha("sefa0", 1.0)  # nothing changes: nothing is announced
+    with s.group("two sliders"):  # announced once, when the group ends
+        s.set_alpha("sefa1", 0.5)
+        s.set_alpha("sefa2", -0.5)
+    s.undo()
+    s.rename_direction("sefa0", "smile")
+    with s.batch():  # separate undo steps, announced once
+        s.set_psi(0.5)
+        s.set_seed(4)
+    assert s.history()[-3:] == ["sefa0 +1.00", "ψ 0.50", "seed 4"]
+    assert seen == [({}, 3), ({"sefa0": 1.0}, 3), ({"sefa0": 1.0, "sefa1": 0.5, "sefa2": -0.5}, 3),
+                    ({"sefa0": 1.0}, 3), ["smile", "sefa1", "sefa2"], ({"smile": 1.0}, 4)]
+
+    frames = []
+    s.events.connect("frame", frames.append)
+    s.set_postprocess(lambda f: {"mirrored": f.main[:, ::-1]})
+    f = s.wait_for_frame(s.request_render(), timeout=30)
+    assert s.wait_idle(30) and frames == [f]
+    assert f.main is f.images["main"] and f.teacher is f.images["teacher"] and f.main_ms == f.ms["main"] > 0
+    assert np.array_equal(f.extra["mirrored"], f.main[:, ::-1])
+    s.render_on_change(True, "main")  # as the editor does: every announced change asks for a frame by itself
+    s.set_alpha("sefa1", 1.5)
+    assert s.wait_for_frame(s.version, timeout=30).version == s.version
+    assert s.wait_idle(30) and len(frames) == 2 and set(frames[-1].images) == {"main"}
+    s.render_on_change(False)
+    s.set_alpha("sefa1", 0.0)
+    assert s.wait_idle(30) and len(frames) == 2
+    # The current edits (not ψ, not the base) on another latent: what the webcam's frames get.
+    ws = teacher.mapping(seeds_to_z([8], teacher.z_dim))
+    assert torch.equal(s.edit_latent(ws), apply_edits(ws, [(s.directions["smile"], 1.0)]))
+
+    # Carried over to other models: the same state and post-process, its history starting there, versions going on.
+    t = s.with_models({"main": student})
+    assert torch.equal(t.ws(), s.ws()) and not t.can_undo and t.version > s.version
+    assert "mirrored" in t.render().extra and "teacher" not in t.render().images
+    assert s.can_undo
+    s.clear_history()
+    assert not s.can_undo and s.history() == ["start"] and s.alpha("smile") == 1.0
+    s.close()
+    t.close()
+
+
 def test_request_render_coalesces_and_never_blocks(teacher, student, dirs):
     entered, release = threading.Event(), threading.Event()
     frames = []

@@ -50,62 +50,21 @@ def _parse_range(text: str) -> tuple[float, float]:
         raise UserError(f"bad --range {text!r}; use LO:HI, e.g. -3:3") from None
 
 
-def alphas_for(lo: float, hi: float, frames: int, bounce: bool = False) -> np.ndarray:
-    if frames < 2:
-        raise UserError("a sweep needs at least 2 frames")
-    if not bounce:
-        return np.linspace(lo, hi, frames)
-    # There and back without repeating the turning points, so the loop is seamless.
-    up = np.linspace(lo, hi, frames // 2 + 1)
-    return np.concatenate([up, up[-2:0:-1]])[:frames] if frames > 2 else up[:frames]
-
-
-def write_video(frames: list[np.ndarray], path, fps: float = 24.0) -> Path:
-    """uint8 [H, W, 3] frames → .mp4 (OpenCV, mp4v) or .gif (Pillow, looping)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise UserError(f"sweep output must end in .mp4 or .gif, not {path.suffix or '(none)'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    if suffix == ".gif":
-        ims = [Image.fromarray(f) for f in frames]
-        try:
-            ims[0].save(path, save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
-        except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-        return path
-    import cv2
-
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-    if not writer.isOpened():
-        raise UserError(f"cannot write {path} (OpenCV could not open an mp4v writer there)")
-    try:
-        for f in frames:
-            writer.write(np.ascontiguousarray(f[:, :, ::-1]))
-    finally:
-        writer.release()
-    return path
-
-
 def run(args) -> int:
     from engine.assets import DIRECTIONS
     from engine.edit.layers import parse_layers
     from engine.edit.ops import apply_edits, resolve_edits
+    from engine.edit.sweep import alphas_for, render_sweep, write_video
     from engine.io.directions import load_directions
-    from engine.io.latents import load_latent, w_space_id
+    from engine.io.latents import load_latent, same_w_space
     from engine.models.generator import seeds_to_z
-    from engine.render import to_uint8
     from engine.runtime import prepare_for_cpu
 
     G = prepare_for_cpu(load_model(args.model))
     models = [G]
     if args.compare:
         H = prepare_for_cpu(load_model(args.compare))
-        if w_space_id(H) != w_space_id(G):
+        if not same_w_space(G, H):
             raise UserError(f"{Path(args.compare).name} has another W space than the model; compare a student "
                             "with its own teacher")
         models.append(H)
@@ -128,13 +87,9 @@ def run(args) -> int:
     ws = apply_edits(ws, resolve_edits(args.also, dset, G.num_ws))
     batch = torch.cat([apply_edits(ws, [(d, float(a), layers)]) for a in alphas])
 
-    frames: list[np.ndarray] = []
-    with torch.inference_mode():
-        for i in tqdm(range(0, len(batch), args.batch), desc="sweep", unit="batch"):
-            tiles = [to_uint8(M.synthesis(batch[i : i + args.batch], noise_mode="const")) for M in models]
-            for k in range(len(tiles[0])):
-                row = [t[k] for t in tiles]
-                frames.append(np.concatenate(row, axis=1) if len(row) > 1 else row[0])
+    bar = tqdm(total=len(batch), desc="sweep", unit="frame")
+    frames = render_sweep(models, batch, batch=args.batch, on_batch=lambda done, total: bar.update(done - bar.n))
+    bar.close()
     if args.size and args.size != frames[0].shape[0]:
         h, w = frames[0].shape[:2]
         size = (max(2, round(w * args.size / h)), args.size)

@@ -1,8 +1,9 @@
-"""Editing in W+: directions (SeFa, GANSpace, fitted from labels, imported), the edit arithmetic, and the edit
-session (base latent, edit stack with undo/redo, cached and coalesced rendering of teacher and student)."""
+"""Editing in W+: directions (SeFa, GANSpace, fitted from labels, imported), the edit arithmetic, the edit session
+(base latent, edit stack with undo/redo, cached and coalesced rendering of teacher and student, events for observers)
+and slider sweeps."""
 
 from engine.edit.layers import layer_groups, layer_resolutions, modulated_affines, parse_layers
-from engine.edit.ops import apply_edits, parse_edit, resolve_edits, style_mix, truncate
+from engine.edit.ops import apply_edits, parse_edit, resolve_edits, style_mix
 from engine.edit.session import EditSession, EditState, Frame, Mix
 from engine.edit.supervised import fit_direction
 from engine.edit.unsupervised import ganspace, sample_w, sefa
@@ -30,5 +31,4 @@ __all__ = [
     "save_directions",
     "sefa",
     "style_mix",
-    "truncate",
 ]

@@ -2,6 +2,7 @@
 
 ws' = ws + Σ αᵢ·dᵢ, each term only on its direction's layers [a, b]; style mixing copies layers [a, b] from another
 latent. Terms with α = 0 are skipped rather than added, so returning a slider to 0 gives back the exact input.
+Truncation is the mapping network's own (`G.mapping.truncate`).
 """
 
 from __future__ import annotations
@@ -41,16 +42,6 @@ def style_mix(ws: torch.Tensor, source: torch.Tensor, layers: tuple[int, int]) -
         raise UserError(f"the mixing source has W+ shape {list(source.shape[-2:])}, expected {list(ws.shape[-2:])}")
     out = ws.detach().clone()
     out[..., a : b + 1, :] = source.detach().to(out.dtype)[..., a : b + 1, :]
-    return out
-
-
-def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
-    """Truncation ψ toward w_avg on the first `cutoff` layers (all when None), as G.mapping.truncate."""
-    if psi == 1:
-        return ws
-    cut = ws.shape[-2] if cutoff is None else int(cutoff)
-    out = ws.detach().clone()
-    out[..., :cut, :] = w_avg.to(out).lerp(out[..., :cut, :], psi)
     return out
 
 

@@ -10,13 +10,19 @@ ws → image per model) then skips the network entirely.
 
 Rendering: `render()` renders now, on the caller's thread. `request_render()` returns at once; one worker thread
 renders the newest requested state only (requests made while it is busy are merged into one), stores it as
-`latest_frame()` and calls the callbacks on the worker thread (a Qt app re-emits them as a signal).
+`latest_frame()` and calls the callbacks on the worker thread.
+
+Observers connect to `session.events` (engine.events, no Qt; a Qt app re-emits them as signals on its UI thread):
+`changed(state)` after every change, undo, redo, group and new base; `directions(dset)` when the direction set gains,
+replaces or renames directions; `frame(frame)` for every frame the worker renders, on the worker thread. With
+`render_on_change()` the session requests a frame itself after each change it announces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,14 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.edit.layers import layer_groups
-from engine.edit.ops import apply_edits, style_mix, truncate
+from engine.edit.ops import apply_edits, style_mix
 from engine.errors import UserError
+from engine.events import Events
 from engine.io.directions import DirectionSet, load_directions
-from engine.io.latents import load_latent, save_latent, w_space_id
+from engine.io.latents import load_latent, same_w_space, save_latent, w_space_id
 from engine.models.generator import seeds_to_z
-from engine.render import to_uint8
+from engine.render import side_by_side, to_uint8
 from engine.runtime import prepare_for_cpu
+
+TEACHER = "teacher"  # the name a session gives a StyleGAN2 model in a list, and the one Frame.teacher reads
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +49,7 @@ class Mix:
     ws: torch.Tensor  # [num_ws, w_dim] source of the mixed layers
     layers: tuple[int, int]  # inclusive W+ range taken from the source
     label: str = ""  # "seed 7", a file name, ...
+    seed: int | None = None  # the seed the source was mapped from, if it was one
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,26 +68,46 @@ class EditState:
 @dataclass
 class Frame:
     """A rendered state: uint8 [H, W, 3] images per model name (read-only: the cache shares them; copy before
-    drawing on one), the ws they came from, and per-model render time (0 when the image came from the cache)."""
+    drawing on one), the ws they came from, per-model render time (0 when the image came from the cache), and what the
+    session's post-process made of it (`extra`, e.g. the editor's face pasted back into its photo)."""
 
     version: int
     ws: torch.Tensor  # [1, num_ws, w_dim]
     images: dict = field(default_factory=dict)
     ms: dict = field(default_factory=dict)
     error: str | None = None
+    extra: dict = field(default_factory=dict)
+    main_name: str = ""  # the session's first model (the one the sliders edit)
+
+    @property
+    def main(self) -> np.ndarray | None:
+        return self.images.get(self.main_name)
+
+    @property
+    def main_ms(self) -> float:
+        return self.ms.get(self.main_name, 0.0)
+
+    @property
+    def teacher(self) -> np.ndarray | None:
+        return self.images.get(TEACHER)
 
     def side_by_side(self, pad: int = 4, bg: int = 255) -> np.ndarray:
-        ims = list(self.images.values())
-        if not ims:
+        if not self.images:
             raise UserError("nothing was rendered in this frame")
-        h = max(im.shape[0] for im in ims)
-        w = sum(im.shape[1] for im in ims) + pad * (len(ims) - 1)
-        out = np.full((h, w, 3), bg, np.uint8)
-        x = 0
-        for im in ims:
-            out[: im.shape[0], x : x + im.shape[1]] = im
-            x += im.shape[1] + pad
-        return out
+        return side_by_side(list(self.images.values()), pad, bg)
+
+
+def _announcing(method):
+    """A change made by `method` is announced to observers when it returns, outside the session's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kw):
+        try:
+            return method(self, *args, **kw)
+        finally:
+            self._announce()
+
+    return wrapper
 
 
 def _name_models(models) -> dict:
@@ -88,7 +117,7 @@ def _name_models(models) -> dict:
         seq = [models] if isinstance(models, torch.nn.Module) else list(models)
         named = {}
         for G in seq:
-            base = "student" if G.is_student else "teacher"
+            base = "student" if G.is_student else TEACHER
             name, k = base, 2
             while name in named:
                 name, k = f"{base}{k}", k + 1
@@ -103,24 +132,24 @@ class EditSession:
 
     models: a Generator, a list of them (named 'student' / 'teacher' by architecture) or a {name: Generator} dict;
     the first one's mapping network makes seeds. directions: a DirectionSet or a path to a direction file.
-    on_frame: called (on the worker thread) with every frame the worker renders.
     """
 
     def __init__(self, models, directions: DirectionSet | str | Path | None = None, *, noise_mode: str = "const",
-                 on_frame: Callable[[Frame], None] | None = None, prepare: bool = True):
+                 prepare: bool = True):
         self.models = _name_models(models)
-        G = self.G = next(iter(self.models.values()))
-        ids = {name: w_space_id(m) for name, m in self.models.items()}
-        if len(set(ids.values())) > 1 or any((m.num_ws, m.w_dim) != (G.num_ws, G.w_dim) for m in self.models.values()):
-            raise UserError(f"these models do not share a W space ({', '.join(f'{k}: {v}' for k, v in ids.items())});"
-                            " a student must carry its teacher's mapping network")
+        self.main_name = next(iter(self.models))
+        G = self.G = self.models[self.main_name]
+        if not all(same_w_space(G, m) for m in self.models.values()):
+            ids = ", ".join(f"{k}: {w_space_id(m)}" for k, m in self.models.items())
+            raise UserError(f"these models do not share a W space ({ids}); a student must carry its teacher's mapping"
+                            " network")
         if prepare:
             for m in self.models.values():
                 prepare_for_cpu(m)
         self.num_ws, self.w_dim = G.num_ws, G.w_dim
         self.w_avg = G.w_avg.detach().float().clone()
         self.noise_mode = noise_mode
-        self.on_frame = on_frame
+        self.events = Events("changed", "directions", "frame")
         if directions is None:
             self.directions = DirectionSet.for_model(G)
         elif isinstance(directions, DirectionSet):
@@ -137,7 +166,11 @@ class EditSession:
         self._keys: list = [None]
         self._pos = 0
         self._group_depth = 0
+        self._batch_depth = 0
         self._version = 0
+        self._unannounced = False  # a change observers have not been told about yet (held back inside a group)
+        self._postprocess: Callable[[Frame], dict] | None = None
+        self._render_on_change: tuple[bool, object] = (False, None)
         self._ws_cache: tuple[int, torch.Tensor] | None = None
         self._image_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self.render_counts = {name: 0 for name in self.models}  # network passes actually run, per model
@@ -180,6 +213,31 @@ class EditSession:
         with self._lock:
             return self._labels[self._pos + 1] if self._pos < len(self._history) - 1 else ""
 
+    def _bump(self) -> None:
+        """The state (or what it means) changed: a new version, which observers hear about once the change is done."""
+        self._version += 1
+        self._unannounced = True
+
+    def _announce(self) -> None:
+        """Emit `changed(state)` for changes made since the last one, outside the lock so that observers may call
+        back; inside a group, only when the outermost group ends. Then, if asked to, request a frame: after the
+        observers, which may still set what a frame needs (a post-process)."""
+        with self._lock:
+            if self._group_depth or self._batch_depth or not self._unannounced:
+                return
+            self._unannounced = False
+            state = self._history[self._pos]
+            render, which = self._render_on_change
+        self.events.emit("changed", state)
+        if render and not self._closed:
+            self.request_render(which=which)
+
+    def render_on_change(self, on: bool = True, which=None) -> None:
+        """Request a frame of `which` models (None: all) after every announced change, as an interactive editor
+        wants; off by default."""
+        with self._lock:
+            self._render_on_change = (bool(on), which)
+
     def _push(self, new: EditState, label: str, key=None, merge: bool = False) -> bool:
         with self._lock:
             # A slider drag sends many values: with merge, consecutive changes of the same control are one undo step.
@@ -193,47 +251,75 @@ class EditSession:
                 self._labels.append(label)
                 self._keys.append(key)
                 self._pos += 1
-            self._version += 1
+            self._bump()
             return True
 
     @contextlib.contextmanager
     def group(self, label: str):
         """Changes made inside `with session.group("reset sliders"):` become one undo step with that label (nested
-        groups join the outermost). Other threads' changes wait until the group ends."""
-        with self._lock:
-            self._group_depth += 1
-            start = self._pos
-            try:
-                yield self
-            finally:
-                self._group_depth -= 1
-                if self._group_depth == 0 and self._pos > start + 1:
-                    final = self._history[self._pos]
-                    del self._history[start + 1 :], self._labels[start + 1 :], self._keys[start + 1 :]
-                    self._history.append(final)
-                    self._labels.append(label)
-                    self._keys.append(None)
-                    self._pos = start + 1
-                    self._version += 1
-                elif self._group_depth == 0 and self._pos == start + 1:
-                    self._labels[self._pos] = label
-                    self._keys[self._pos] = None  # a later slider drag must not merge into the group
+        groups join the outermost), announced once. Other threads' changes wait until the group ends."""
+        try:
+            with self._lock:
+                self._group_depth += 1
+                start = self._pos
+                try:
+                    yield self
+                finally:
+                    self._group_depth -= 1
+                    if self._group_depth == 0 and self._pos > start + 1:
+                        final = self._history[self._pos]
+                        del self._history[start + 1 :], self._labels[start + 1 :], self._keys[start + 1 :]
+                        self._history.append(final)
+                        self._labels.append(label)
+                        self._keys.append(None)
+                        self._pos = start + 1
+                        self._bump()
+                    elif self._group_depth == 0 and self._pos == start + 1:
+                        self._labels[self._pos] = label
+                        self._keys[self._pos] = None  # a later slider drag must not merge into the group
+        finally:
+            self._announce()
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Changes made inside `with session.batch():` stay separate undo steps but are announced once, at the end
+        (so that an observer renders the result once, not each step). Other threads' changes wait until it ends."""
+        try:
+            with self._lock:
+                self._batch_depth += 1
+                try:
+                    yield self
+                finally:
+                    self._batch_depth -= 1
+        finally:
+            self._announce()
 
     def undo(self) -> bool:
         with self._lock:
             if self._pos == 0:
                 return False
             self._pos -= 1
-            self._version += 1
-            return True
+            self._bump()
+        self._announce()
+        return True
 
     def redo(self) -> bool:
         with self._lock:
             if self._pos >= len(self._history) - 1:
                 return False
             self._pos += 1
-            self._version += 1
-            return True
+            self._bump()
+        self._announce()
+        return True
+
+    def clear_history(self) -> None:
+        """Make the current state the first one: nothing to undo or redo (an editor calls this once it has set up
+        the starting point a user sees, so that undo never goes back to a state the user was never shown)."""
+        with self._lock:
+            self._history = [self._history[self._pos]]
+            self._labels = ["start"]
+            self._keys = [None]
+            self._pos = 0
 
     def history(self) -> list[str]:
         """Labels of every change, oldest first (the current one is history()[position])."""
@@ -258,6 +344,7 @@ class EditSession:
         with torch.no_grad():
             return self.G.mapping(seeds_to_z([seed], self.G.z_dim))[0].float().clone()
 
+    @_announcing
     def set_base(self, ws, label: str = "", keep_edits: bool = True, **info) -> bool:
         """A new base latent ([num_ws, w_dim], [1, num_ws, w_dim] or a w [w_dim]); info describes where it came from
         (seed, latent file, photo and its alignment ...). Edits, ψ and mixing stay unless keep_edits=False."""
@@ -283,6 +370,7 @@ class EditSession:
     def alpha(self, name: str) -> float:
         return float(self.state.alphas.get(name, 0.0))
 
+    @_announcing
     def set_alpha(self, name: str, alpha: float, merge: bool = False) -> bool:
         """Set the amount of one direction. Returns False (no history entry) when nothing changes."""
         d = self.directions[name]
@@ -297,6 +385,7 @@ class EditSession:
             return self._push(dataclasses.replace(cur, alphas=alphas), f"{d.name} {alpha:+.2f}", ("alpha", d.name),
                               merge)
 
+    @_announcing
     def nudge(self, name: str, delta: float) -> bool:
         """Add delta to a direction's amount (+α then −α returns exactly to where it was when the sum is exact)."""
         with self._lock:
@@ -305,6 +394,7 @@ class EditSession:
     def edit_layers(self, name: str) -> tuple[int, int]:
         return tuple(self.state.layers.get(name, self.directions[name].layers))
 
+    @_announcing
     def set_layers(self, name: str, layers: tuple[int, int] | str | None) -> bool:
         """Restrict a direction to W+ layers [a, b] (or a group: 'coarse', 'middle', 'fine', 'all'); None restores
         the direction's own range."""
@@ -325,6 +415,7 @@ class EditSession:
             return self._push(dataclasses.replace(cur, layers=new_layers), f"{d.name} layers {rng[0]}-{rng[1]}",
                               ("layers", d.name))
 
+    @_announcing
     def set_psi(self, psi: float, cutoff: int | None = None, merge: bool = False) -> bool:
         """Truncation ψ toward w_avg (1 = none) on the first `cutoff` layers (all when None)."""
         psi = float(psi)
@@ -336,6 +427,7 @@ class EditSession:
                 return False
             return self._push(dataclasses.replace(cur, psi=psi, cutoff=cutoff), f"ψ {psi:.2f}", ("psi",), merge)
 
+    @_announcing
     def set_mix(self, source, layers: tuple[int, int] | str, label: str = "") -> bool:
         """Style mixing: take W+ layers [a, b] (or 'coarse' / 'middle' / 'fine') from `source`, a seed (int) or a
         latent ([num_ws, w_dim] / [1, num_ws, w_dim] / w)."""
@@ -346,15 +438,18 @@ class EditSession:
         a, b = (int(v) for v in layers)
         if not 0 <= a <= b < self.num_ws:
             raise UserError(f"mixing layer range {a}-{b} is outside 0-{self.num_ws - 1}")
+        seed = None
         if isinstance(source, (int, np.integer)):
-            ws, label = self.map_seed(int(source)), label or f"seed {int(source)}"
+            seed = int(source)
+            ws, label = self.map_seed(seed), label or f"seed {seed}"
         else:
             ws = self._as_w(source, label or "the mixing source")
         with self._lock:
             cur = self.state
-            return self._push(dataclasses.replace(cur, mix=Mix(ws, (a, b), label)),
+            return self._push(dataclasses.replace(cur, mix=Mix(ws, (a, b), label, seed)),
                               f"mix {a}-{b} from {label or 'latent'}", ("mix",))
 
+    @_announcing
     def clear_mix(self) -> bool:
         with self._lock:
             cur = self.state
@@ -362,6 +457,7 @@ class EditSession:
                 return False
             return self._push(dataclasses.replace(cur, mix=None), "no mixing", ("mix",))
 
+    @_announcing
     def reset(self) -> bool:
         """Back to the bare base latent: no edits, no layer overrides, ψ = 1, no mixing (undoable)."""
         with self._lock:
@@ -371,14 +467,16 @@ class EditSession:
             return self._push(EditState(base=cur.base, base_info=cur.base_info), "reset", ("reset",))
 
     # -- directions --------------------------------------------------------------------------------------------------
+    @_announcing
     def add_directions(self, dset: DirectionSet | str | Path, replace: bool = False) -> None:
         if not isinstance(dset, DirectionSet):
             dset = load_directions(dset, self.G)
         dset.check(self.G)
         with self._lock:
             self.directions.extend(dset, replace=replace)
-            self._version += 1  # a replaced vector changes what the same amounts mean
+            self._bump()  # a replaced vector changes what the same amounts mean
             self._ws_cache = None
+        self.events.emit("directions", self.directions)
 
     def rename_direction(self, old: str, new: str) -> None:
         """Rename a direction (e.g. 'sefa3' → 'smile'); every state in the history follows the new name."""
@@ -387,9 +485,7 @@ class EditSession:
             ren = lambda d: {(new if k == old else k): v for k, v in d.items()}  # noqa: E731
             self._history = [dataclasses.replace(s, alphas=ren(s.alphas), layers=ren(s.layers)) for s in self._history]
             self._keys = [(k[0], new) if k and len(k) == 2 and k[1] == old else k for k in self._keys]
-
-    def layer_groups(self) -> dict[str, tuple[int, int]]:
-        return layer_groups(self.num_ws)
+        self.events.emit("directions", self.directions)
 
     # -- the result --------------------------------------------------------------------------------------------------
     def compute_ws(self, state: EditState | None = None) -> torch.Tensor:
@@ -401,7 +497,7 @@ class EditSession:
             ws = s.base[None]
             if s.mix is not None:
                 ws = style_mix(ws, s.mix.ws, s.mix.layers)
-            ws = truncate(ws, self.w_avg, s.psi, s.cutoff)
+            ws = self.G.mapping.truncate(ws, s.psi, s.cutoff)
             edits = [(self.directions[name], alpha, s.layers.get(name)) for name, alpha in s.alphas.items()]
             ws = apply_edits(ws, edits) if edits else ws.clone()
             if state is None:
@@ -410,6 +506,15 @@ class EditSession:
 
     def ws(self) -> torch.Tensor:
         return self.compute_ws()
+
+    def edit_latent(self, ws: torch.Tensor) -> torch.Tensor:
+        """Any latent [N, num_ws, w_dim] with the current mixing and slider edits applied (not ψ, not the base): the
+        webcam brings its own base every frame. Safe from any thread: states are immutable, one read is consistent."""
+        st = self.state
+        if st.mix is not None:
+            ws = style_mix(ws, st.mix.ws, st.mix.layers)
+        terms = [(self.directions[n], a, st.layers.get(n)) for n, a in st.alphas.items()]
+        return apply_edits(ws, terms) if terms else ws
 
     def save_latent(self, path, **meta) -> Path:
         """Write the edited W+ with a description of how it was made (base, ψ, mixing, edits)."""
@@ -428,7 +533,7 @@ class EditSession:
         unknown = [n for n in names if n not in self.models]
         if unknown:
             raise UserError(f"no model named {unknown[0]!r} in this session (have {', '.join(self.models)})")
-        frame = Frame(version=version, ws=ws)
+        frame = Frame(version=version, ws=ws, main_name=self.main_name)
         with self._render_lock, torch.inference_mode():
             for name in names:
                 hit = self._image_cache.get(name)
@@ -442,7 +547,17 @@ class EditSession:
                 frame.images[name] = img
                 self._image_cache[name] = (ws, img)
                 self.render_counts[name] += 1
+        with self._lock:
+            post = self._postprocess
+        if post is not None:
+            frame.extra = dict(post(frame) or {})
         return frame
+
+    def set_postprocess(self, fn: Callable[[Frame], dict] | None) -> None:
+        """fn(frame) -> {name: image} run on every rendered frame, on the thread that renders it; its outputs land in
+        `frame.extra` (the editor pastes the edited face back into its photo). None: no post-process."""
+        with self._lock:
+            self._postprocess = fn
 
     def _publish(self, frame: Frame) -> None:
         with self._cond:
@@ -493,16 +608,16 @@ class EditSession:
             try:
                 frame = self._render_ws(ws, version, which)
             except Exception as e:  # reported to the caller through the frame; the worker keeps serving
-                frame = Frame(version=version, ws=ws, error=f"{type(e).__name__}: {e}")
+                frame = Frame(version=version, ws=ws, error=f"{type(e).__name__}: {e}", main_name=self.main_name)
             self._publish(frame)
-            for cb in [*callbacks, self.on_frame]:
-                if cb is not None:
-                    try:
-                        cb(frame)
-                    except Exception:  # a broken callback must not stop rendering
-                        import traceback
+            for cb in callbacks:
+                try:
+                    cb(frame)
+                except Exception:  # a broken callback must not stop rendering
+                    import traceback
 
-                        traceback.print_exc()
+                    traceback.print_exc()
+            self.events.emit("frame", frame)
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -542,6 +657,22 @@ class EditSession:
             worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=30)
+
+    def with_models(self, models) -> EditSession:
+        """A new session rendering with `models` (e.g. the student and, now, its teacher) that starts from this one's
+        current state, directions, post-process and render_on_change; its history starts there, and its versions
+        continue this one's so that frames of either can be ordered. This session stays open: close it when done."""
+        new = EditSession(models, self.directions, noise_mode=self.noise_mode)
+        if not same_w_space(new.G, self.G):
+            new.close()
+            raise UserError("the new models do not share this session's W space")
+        with self._lock:
+            state, version, post, auto = self.state, self._version, self._postprocess, self._render_on_change
+        with new._lock:
+            new._history, new._labels, new._keys, new._pos = [state], ["start"], [None], 0
+            new._version = version + 1
+            new._postprocess, new._render_on_change = post, auto
+        return new
 
     def __enter__(self):
         return self

@@ -8,11 +8,12 @@ absolute after a dozen layers).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from engine.render import psnr
 
 FP32_MAX_ABS = 1e-3
 FP16_MIN_PSNR = 40.0
@@ -21,18 +22,6 @@ FP16_MIN_PSNR = 40.0
 # overflowing layer scores 10–25 dB. 35 dB is about where a difference starts to show on a face (8-bit quantisation
 # alone is 59 dB; JPEG at quality 90 is about 40), so below it the phone would show something else.
 HALF_MIN_PSNR = 35.0
-PSNR_CAP = 200.0  # identical outputs: report a finite number (JSON has no infinity)
-
-
-def to_unit(x: np.ndarray) -> np.ndarray:
-    """Raw generator output (about -1..1) → the 0..1 picture a user sees."""
-    return np.clip((np.asarray(x, np.float64) + 1) / 2, 0, 1)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two raw outputs, measured on their 0..1 pictures."""
-    mse = float(np.mean((to_unit(a) - to_unit(b)) ** 2))
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(1.0 / mse))
 
 
 def compare(outputs: list[np.ndarray], references: list[np.ndarray], images: bool) -> dict:

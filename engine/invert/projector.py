@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.render import psnr
+
 # The perceptual loss sees at most this size: above it, fine texture dominates the features and the cost grows
 # with the square of the size (NVIDIA's projector also compares at 256).
 PERCEPTUAL_MAX_SIZE = 256
@@ -159,10 +161,9 @@ def reconstruction_metrics(image: torch.Tensor, target: torch.Tensor, perceptual
     """How well `image` (generator output) reproduces `target`, both [1, 3, R, R] in [-1, 1]; images are clamped
     and quantised to 8 bits as a user sees them. perceptual: the PerceptualLoss distance (0 = same; the two fixture
     photos, different people, are 1.4 apart at 64 px and 1.6 at 256; one of them against its mirror image 0.8–1.2);
-    psnr: dB over RGB; mse: on the [0, 1] scale."""
+    psnr: dB over RGB (engine.render.psnr); mse: on the [0, 1] scale."""
     image = ((image.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
     target = ((target.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
     mse = float(((image - target) * 0.5).square().mean())
-    psnr = float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
     dist = float(perceptual(_perceptual_input(image), _perceptual_input(target)).mean())
-    return {"perceptual": round(dist, 5), "psnr": round(psnr, 3), "mse": round(mse, 7)}
+    return {"perceptual": round(dist, 5), "psnr": round(psnr(image, target), 3), "mse": round(mse, 7)}
