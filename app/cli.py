@@ -66,7 +66,7 @@ def run(args) -> int:
         settings = QSettings()
     win = MainWindow(settings)
     if args.seed is not None:
-        win.seed_panel.set_seed(args.seed)
+        win.seeds.panel.set_seed(args.seed)
     if args.screenshot:
         w, _, h = args.size.partition("x")
         try:

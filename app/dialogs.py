@@ -7,7 +7,6 @@ import inspect
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QFontDatabase
 from PySide6.QtWidgets import (
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.editor import MAIN, TEACHER, Source
 from app.workers import run_task
 
 
@@ -110,9 +110,10 @@ class SweepDialog(JobDialog):
 
     run_text = "Render"
 
-    def __init__(self, window, bridge, names: list[str], folder: str):
-        super().__init__(window, "Export slider sweep")
-        self.window_, self.bridge = window, bridge
+    def __init__(self, parent, editor, names: list[str], folder: str):
+        super().__init__(parent, "Export slider sweep")
+        self.editor = editor
+        session = editor.session
         self.direction = QComboBox()
         self.direction.addItems(names)
         self.lo = QDoubleSpinBox()
@@ -137,9 +138,9 @@ class SweepDialog(JobDialog):
         self.bounce = QCheckBox("There and back (seamless loop)")
         self.bounce.setChecked(True)
         self.teacher = QCheckBox("Teacher beside the student")
-        self.teacher.setEnabled(bridge.has_teacher)
+        self.teacher.setEnabled(TEACHER in session.models)
         self.photo = QCheckBox("Pasted into the photo")
-        self.photo.setEnabled(window.mode == "photo" and window.photo is not None)
+        self.photo.setEnabled(editor.source is Source.PHOTO)
         self.photo.setChecked(self.photo.isEnabled())
         self.out_path = QLineEdit(str(Path(folder) / "sweep.gif"))
         self.form.addRow("Direction", self.direction)
@@ -150,14 +151,14 @@ class SweepDialog(JobDialog):
         self.form.addRow("", self.teacher)
         self.form.addRow("", self.photo)
         self.form.addRow("Save as (.gif / .mp4)", _path_row(self.out_path, self._browse))
-        cur = window.dir_panel.rows
-        key = next((k for k, r in cur.items() if r.strength() != 0), names[0] if names else None)
-        if key:
-            self.direction.setCurrentText(key)
+        # The first slider that is not at 0, as the user most likely wants to show that one.
+        name = next((n for n in names if session.alpha(n) != 0), names[0] if names else None)
+        if name:
+            self.direction.setCurrentText(name)
         self._range_from_direction(self.direction.currentText())
 
     def _range_from_direction(self, name):
-        s = self.bridge.session
+        s = self.editor.session
         if s is None or name not in s.directions:
             return
         lo, hi = s.directions[name].slider
@@ -171,9 +172,9 @@ class SweepDialog(JobDialog):
             self.out_path.setText(path)
 
     def start(self):
-        from engine.cli.sweep import alphas_for, write_video
+        from engine.edit.sweep import alphas_for, render_sweep, write_video
 
-        s = self.bridge.session
+        s = self.editor.session
         name = self.direction.currentText()
         out = self.out_path.text().strip()
         if not out:
@@ -186,28 +187,24 @@ class SweepDialog(JobDialog):
             return
         state = s.state
         states = [dataclasses.replace(state, alphas={**state.alphas, name: float(a)}) for a in alphas]
-        models = [s.models["main"]] + ([s.models["teacher"]] if self.teacher.isChecked() else [])
-        win = self.window_
-        photo = win.photo if self.photo.isChecked() else None
+        models = [s.models[MAIN]] + ([s.models[TEACHER]] if self.teacher.isChecked() else [])
+        photo = self.editor.photo if self.photo.isChecked() else None
         fps = self.fps.value()
 
         def job(ctx):
             import torch
 
             from engine.faces import paste_back
-            from engine.render import to_uint8
 
-            frames = []
-            for i, st in enumerate(states):
+            ctx.check()
+            ws = torch.cat([s.compute_ws(st) for st in states])
+            paste = None if photo is None else (lambda img: paste_back(photo.rgb, img, photo.aligned))
+
+            def on_frame(done, total):
+                ctx.progress(done, total, f"frame {done}/{total}")
                 ctx.check()
-                ws = s.compute_ws(st)
-                tiles = []
-                with torch.inference_mode():
-                    for G in models:
-                        img = to_uint8(G.synthesis(ws, noise_mode=s.noise_mode))[0]
-                        tiles.append(paste_back(photo.rgb, img, photo.aligned) if photo is not None else img)
-                frames.append(_side_by_side(tiles))
-                ctx.progress(i + 1, len(states), f"frame {i + 1}/{len(states)}")
+
+            frames = render_sweep(models, ws, noise_mode=s.noise_mode, batch=1, paste=paste, pad=4, on_batch=on_frame)
             ctx.progress(1, 1, "writing…")
             return write_video(frames, out, fps=fps)
 
@@ -229,29 +226,17 @@ class SweepDialog(JobDialog):
         self.task = run_task(job, done=done, failed=failed, cancelled=cancelled, progress=self.on_progress)
 
 
-def _side_by_side(tiles: list[np.ndarray], pad: int = 4) -> np.ndarray:
-    if len(tiles) == 1:
-        return tiles[0]
-    h = max(t.shape[0] for t in tiles)
-    w = sum(t.shape[1] for t in tiles) + pad * (len(tiles) - 1)
-    out = np.zeros((h, w, 3), np.uint8)
-    x = 0
-    for t in tiles:
-        out[: t.shape[0], x : x + t.shape[1]] = t
-        x += t.shape[1] + pad
-    # Video encoders want even sizes.
-    return out[: h - h % 2, : w - w % 2]
-
-
 class ExportDialog(JobDialog):
     """Drives engine.export.export_model: formats, precision, output folder, progress, the verification result."""
 
     run_text = "Export"
 
-    def __init__(self, window, models, settings):
-        super().__init__(window, "Export for mobile")
-        self.window_, self.models, self.settings = window, models, settings
-        G = models.G
+    def __init__(self, parent, editor):
+        super().__init__(parent, "Export for mobile")
+        self.editor = editor
+        self.models, self.settings = editor.models, editor.settings
+        settings = self.settings
+        G = self.models.G
         self.formats = {}
         fmts = QWidget()
         h = QHBoxLayout(fmts)
@@ -317,8 +302,8 @@ class ExportDialog(JobDialog):
             self.settings.setValue(f"export/{k}", cb.isChecked())
         self.settings.setValue("export/precision", precision)
         self.settings.setValue("dirs/export", str(out.parent))
-        bridge = self.window_.bridge
-        dset = bridge.session.directions if (self.with_directions.isChecked() and bridge.session) else None
+        session = self.editor.session
+        dset = session.directions if (self.with_directions.isChecked() and session) else None
         G = self.models.G
         takes_callback = "callback" in inspect.signature(export_model).parameters
 

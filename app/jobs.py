@@ -1,4 +1,4 @@
-"""The work the window hands to worker threads: loading models (and finding their teacher, directions and encoder),
+"""The work the editor hands to worker threads: loading models (and finding their teacher, directions and encoder),
 photo inversion, direction computation. Plain functions of a `TaskContext`; no widgets here."""
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class LoadedModels:
             self._inverter = Inverter(self.G, self.encoder)
         return self._inverter
 
+    def set_encoder(self, encoder) -> None:
+        """Use another encoder: the next inversion builds its Inverter around it."""
+        self.encoder, self._inverter = encoder, None
+
 
 @dataclass
 class PhotoState:
@@ -37,12 +41,6 @@ class PhotoState:
     faces: int = 1
     name: str = "photo"
     quality: str = ""  # reconstruction metrics in words
-
-
-def _same_w_space(a, b) -> bool:
-    from engine.io.latents import w_space_id
-
-    return (a.num_ws, a.w_dim) == (b.num_ws, b.w_dim) and w_space_id(a) == w_space_id(b)
 
 
 def teacher_candidates(path: Path, G) -> list[Path]:
@@ -76,14 +74,24 @@ def load_teacher_for(ctx, G, path):
     """Load a teacher and check it shares G's W space (a student carries its teacher's mapping network)."""
     from engine import load_generator
     from engine.errors import UserError
+    from engine.io.latents import same_w_space
     from engine.runtime import prepare_for_cpu
 
     T = load_generator(path)
     if T.is_student:
         raise UserError(f"{Path(path).name} is a student model; open its StyleGAN2 teacher")
-    if not _same_w_space(T, G):
+    if not same_w_space(T, G):
         raise UserError(f"{Path(path).name} is not this student's teacher (different mapping network / W space)")
     return prepare_for_cpu(T)
+
+
+def load_encoder_for(ctx, G, path):
+    """Load an encoder and check it was trained for G's W space."""
+    from engine.models.encoder import check_compatible, load_encoder
+
+    E = load_encoder(path)
+    check_compatible(E, G)
+    return E
 
 
 def load_models(ctx, path: str, teacher_path: str | None = None, encoder_path: str | None = None,

@@ -1,4 +1,5 @@
-"""The side panel's groups. Each is a plain widget that emits intents; the main window decides what they do."""
+"""The side panel's groups. Each is a plain widget that emits intents and shows what it is given; the parts in
+app/parts connect them to the engine."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -74,7 +74,6 @@ class SeedPanel(QGroupBox):
     randomRequested = Signal()
     stepRequested = Signal(int)
     psiChanged = Signal(float)
-    psiReleased = Signal()
 
     def __init__(self, parent=None):
         super().__init__("Seed", parent)
@@ -115,7 +114,6 @@ class SeedPanel(QGroupBox):
         self.psi.setValue(70)
         self.psi.setToolTip("Truncation ψ: 0 = the average face, 1 = untruncated, >1 = exaggerated")
         self.psi.valueChanged.connect(self._on_psi)
-        self.psi.sliderReleased.connect(self.psiReleased)
         v.addWidget(self.psi)
 
     def _on_psi(self, v: int):
@@ -142,17 +140,13 @@ class SeedPanel(QGroupBox):
 
 
 class DirectionsPanel(QGroupBox):
-    """One DirectionRow per direction of the loaded set, plus set-level actions."""
+    """One DirectionRow per direction of the loaded set (`rows`, whose signals say what the user did to each), plus
+    set-level actions."""
 
-    valueChanged = Signal(str, float)
-    layersChanged = Signal(str, int, int)
-    renamed = Signal(str, str)
-    resetRequested = Signal(str)
     resetAllRequested = Signal()
     computeRequested = Signal(str)  # "sefa" | "ganspace"
     openRequested = Signal()
     saveRequested = Signal()
-    gestureStarted = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__("Attributes", parent)
@@ -195,21 +189,16 @@ class DirectionsPanel(QGroupBox):
         self._sync_empty()
 
     def set_directions(self, items, num_ws: int, source: str = ""):
-        """items: iterable of (key, name, (first, last), strength, (slider lo, slider hi))."""
+        """items: iterable of (name, (first, last), α, (slider lo, slider hi))."""
         for row in self.rows.values():
             row.setParent(None)
             row.deleteLater()
         self.rows = {}
-        for key, name, layers, strength, slider in items:
-            row = DirectionRow(key, name, num_ws, layers, slider)
-            row.set_strength(strength)
-            row.valueChanged.connect(self.valueChanged)
-            row.layersChanged.connect(self.layersChanged)
-            row.renamed.connect(self.renamed)
-            row.resetRequested.connect(self.resetRequested)
-            row.slider.sliderPressed.connect(lambda k=key: self.gestureStarted.emit(k))
+        for name, layers, alpha, slider in items:
+            row = DirectionRow(name, num_ws, layers, slider)
+            row.set_alpha(alpha)
             self._rows.addWidget(row)
-            self.rows[key] = row
+            self.rows[name] = row
         self.source.setText(source)
         self.source.setVisible(bool(source))
         self._sync_empty()
@@ -295,6 +284,22 @@ class MixPanel(QGroupBox):
             other.blockSignals(False)
         self._sync()
         self.changed.emit()
+
+    def show_mix(self, mix) -> None:
+        """Show a mixing state (engine.edit.Mix, or None for off) without emitting `changed`."""
+        widgets = (self.enabled, self.source, self.seed, self.first, self.last)
+        for w in widgets:
+            w.blockSignals(True)
+        self.enabled.setChecked(mix is not None)
+        if mix is not None:
+            self.source.setCurrentIndex(0 if mix.seed is not None else 1)
+            if mix.seed is not None:
+                self.seed.setValue(mix.seed)
+            self.first.setValue(mix.layers[0])
+            self.last.setValue(mix.layers[1])
+        for w in widgets:
+            w.blockSignals(False)
+        self._sync()
 
     def _sync(self):
         on = self.enabled.isChecked()
@@ -455,12 +460,3 @@ class CameraPanel(QGroupBox):
         self.video.setEnabled(not running)
         if not running:
             self.fps.setText("")
-
-
-class DoubleSpin(QDoubleSpinBox):
-    def __init__(self, lo, hi, value, step=0.1, decimals=2, parent=None):
-        super().__init__(parent)
-        self.setRange(lo, hi)
-        self.setValue(value)
-        self.setSingleStep(step)
-        self.setDecimals(decimals)

@@ -36,13 +36,6 @@ def qimage_from_rgb(rgb: np.ndarray) -> QImage:
     return QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
 
 
-def rgb_from_qimage(img: QImage) -> np.ndarray:
-    img = img.convertToFormat(QImage.Format_RGB888)
-    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
-    buf = np.frombuffer(img.constBits(), np.uint8, count=bpl * h).reshape(h, bpl)
-    return buf[:, : 3 * w].reshape(h, w, 3).copy()
-
-
 @dataclass
 class Pane:
     title: str
@@ -304,11 +297,6 @@ class HistoryStrip(QListWidget):
         self.setCurrentItem(item)
         self.scrollToItem(item)
 
-    def update_thumb(self, seed: int, rgb: np.ndarray) -> None:
-        for i in range(self.count()):
-            if int(self.item(i).data(Qt.UserRole)) == seed:
-                self._set_icon(self.item(i), rgb)
-
     def seeds(self) -> list[int]:
         return [int(self.item(i).data(Qt.UserRole)) for i in range(self.count())]
 
@@ -318,20 +306,19 @@ class HistoryStrip(QListWidget):
 
 
 class DirectionRow(QWidget):
-    """One attribute slider: name (double-click to rename), value, slider, layer range and a reset button."""
+    """One attribute slider: name (double-click to rename), its α, slider, layer range and a reset button."""
 
-    valueChanged = Signal(str, float)  # key, strength
-    layersChanged = Signal(str, int, int)  # key, first layer, last layer (inclusive)
-    renamed = Signal(str, str)  # key, new name
+    alphaChanged = Signal(str, float)  # direction, α
+    layersChanged = Signal(str, int, int)  # direction, first layer, last layer (inclusive)
+    renamed = Signal(str, str)  # direction, new name
     resetRequested = Signal(str)
-    dragFinished = Signal(str)
 
     TICKS = 200  # slider ticks on each side of the middle
 
-    def __init__(self, key: str, name: str, num_ws: int, layers: tuple[int, int],
-                 slider: tuple[float, float] = (-3.0, 3.0), parent=None):
+    def __init__(self, name: str, num_ws: int, layers: tuple[int, int], slider: tuple[float, float] = (-3.0, 3.0),
+                 parent=None):
         super().__init__(parent)
-        self.key = key
+        self.key = name
         self._lo, self._hi = float(slider[0]), float(slider[1])
         v = QVBoxLayout(self)
         v.setContentsMargins(0, 2, 0, 4)
@@ -386,9 +373,8 @@ class DirectionRow(QWidget):
         self.slider.setRange(-self.TICKS, self.TICKS)
         self.slider.setValue(self._to_tick(0.0))
         self.slider.setPageStep(self.TICKS // 4)
-        self.slider.setToolTip(f"strength {self._lo:+.2f} … {self._hi:+.2f}")
+        self.slider.setToolTip(f"amount {self._lo:+.2f} … {self._hi:+.2f}")
         self.slider.valueChanged.connect(self._on_slider)
-        self.slider.sliderReleased.connect(lambda: self.dragFinished.emit(self.key))
         v.addWidget(self.slider)
 
     _NAME_STYLE = "background: transparent; border: none; padding: 0; font-weight: 600;"
@@ -404,10 +390,10 @@ class DirectionRow(QWidget):
             return self._hi * tick / self.TICKS if self._hi > 0 else 0.0
         return -self._lo * tick / self.TICKS if self._lo < 0 else 0.0
 
-    def strength(self) -> float:
+    def alpha(self) -> float:
         return self._from_tick(self.slider.value())
 
-    def set_strength(self, value: float, emit: bool = False) -> None:
+    def set_alpha(self, value: float, emit: bool = False) -> None:
         self.slider.blockSignals(not emit)
         self.slider.setValue(self._to_tick(value))
         self.slider.blockSignals(False)
@@ -423,9 +409,9 @@ class DirectionRow(QWidget):
         return self.first.value(), self.last.value()
 
     def _on_slider(self, v: int):
-        s = self._from_tick(v)
-        self.value.setText(f"{s:+.2f}" if s else "0.00")
-        self.valueChanged.emit(self.key, s)
+        alpha = self._from_tick(v)
+        self.value.setText(f"{alpha:+.2f}" if alpha else "0.00")
+        self.alphaChanged.emit(self.key, alpha)
 
     def _on_layers(self):
         a, b = self.first.value(), self.last.value()

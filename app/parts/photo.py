@@ -1,0 +1,189 @@
+"""The photo part: a photo (a file or a camera snapshot) is aligned, encoded (and refined if asked) into W+, edited
+with the sliders, and shown with the edited face pasted back into it; the pasted result can be saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app import jobs
+from app.editor import Source
+from app.panels import PhotoPanel
+from app.workers import run_task
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+
+
+class PhotoPart(QObject):
+    photoReady = Signal()  # a photo was aligned, inverted and is shown pasted back
+
+    def __init__(self, editor, display, parent=None):
+        super().__init__(parent)
+        self.editor = editor
+        self.panel = PhotoPanel()
+        self.panel.openRequested.connect(self.choose_photo)
+        self.panel.cancelRequested.connect(self.cancel)
+        self.panel.saveRequested.connect(self.save_result)
+        self.panel.refineRequested.connect(self.refine)
+        self.panel.setEnabled(False)
+        self._task = None
+        self._ready_version: int | None = None  # photoReady fires on the first pasted frame at least this new
+        self._pasted = None  # the pasted result last on screen
+        editor.modelLoading.connect(self._cancel_task)
+        editor.modelsChanged.connect(lambda _m: self.panel.setEnabled(True))
+        editor.sourceChanged.connect(self._on_source)
+        display.frameShown.connect(self._on_frame)
+
+    def choose_photo(self):
+        if self.editor.models is None:
+            self.editor.notify("open a model first")
+            return
+        path = self.editor.places.ask_open(self.parent(), "Open photo", "photos", IMAGE_FILTER)
+        if path:
+            self.open_photo(path)
+
+    def open_photo(self, source, name: str | None = None):
+        """Align, encode (and refine if asked) a photo path or RGB array; then edit it pasted back."""
+        ed = self.editor
+        if ed.models is None:
+            ed.notify("open a model first")
+            return
+        self._cancel_task()
+        ed.set_camera(False)
+        if isinstance(source, (str, Path)):
+            ed.places.remember_recent("photos", str(source))
+            name = name or Path(source).name
+        label = name or "snapshot"
+        refine = self.panel.refine.isChecked()
+        steps = self.panel.steps.value()
+        self.panel.set_running(True, f"{label}: aligning…")
+        self.panel.info.setText(f"Working on {label}…")
+        models = ed.models
+
+        def done(photo: jobs.PhotoState):
+            self._task = None
+            self.panel.set_running(False)
+            if ed.models is not models:  # another model was opened meanwhile
+                return
+            photo.name = label
+            self._edit(photo)
+            if refine:
+                self.refine(steps)
+
+        def failed(msg):
+            self._task = None
+            self.panel.set_running(False)
+            self.panel.info.setText(msg)
+            ed.notify(msg, "error", 8000)
+
+        def cancelled():
+            self._task = None
+            self.panel.set_running(False)
+            self.panel.info.setText("Cancelled.")
+
+        self._task = ed.track(run_task(jobs.encode_photo, models, source, done=done, failed=failed,
+                                       cancelled=cancelled, progress=self.panel.set_progress))
+
+    def _edit(self, photo):
+        ed = self.editor
+        ed.focus(Source.PHOTO)
+        ed.remember_photo(photo)
+        # A photo starts fresh: no sliders, ψ = 1 (truncation would pull the likeness toward the average face).
+        ed.session.set_base(photo.ws, photo.name, keep_edits=False, kind="photo", photo=photo.name,
+                            photo_id=id(photo))
+        self._ready_version = ed.session.version
+        ed.discard_older_frames()
+        q = photo.quality
+        self.panel.info.setText(
+            f"{photo.name}: {photo.rgb.shape[1]}×{photo.rgb.shape[0]}, "
+            f"{photo.faces} face{'s' if photo.faces != 1 else ''} found" + (f" · {q}" if q else "")
+        )
+        self.panel.save.setEnabled(True)
+        self.panel.refine_now.setEnabled(True)
+
+    def refine(self, steps: int | None = None):
+        ed = self.editor
+        photo = ed.photo
+        if photo is None or ed.models is None:
+            return
+        steps = int(steps or self.panel.steps.value())
+        self.panel.set_running(True, "refining…")
+
+        def done(ws):
+            self._task = None
+            self.panel.set_running(False)
+            if ed.photo is photo and ed.source is Source.PHOTO:
+                photo.ws = ws
+                ed.session.set_base(ws, f"{photo.name} refined", keep_edits=True, kind="photo", photo=photo.name,
+                                    photo_id=id(photo))
+                self.panel.info.setText(f"{photo.name}: refined ({steps} steps)")
+
+        def failed(msg):
+            self._task = None
+            self.panel.set_running(False)
+            ed.notify(f"refinement failed: {msg}", "error")
+
+        def cancelled():
+            self._task = None
+            self.panel.set_running(False)
+
+        self._task = ed.track(run_task(jobs.refine_photo, ed.models, photo, steps, done=done, failed=failed,
+                                       progress=self.panel.set_progress, cancelled=cancelled))
+
+    def cancel(self):
+        if self._task is not None:
+            self._task.cancel()
+            self.panel.set_progress(self.panel.progress.value() / 1000, "cancelling…")
+
+    def _cancel_task(self):
+        if self._task is not None:
+            self._task.cancel()
+
+    def save_result(self, path=None):
+        ed = self.editor
+        if ed.source is not Source.PHOTO or self._pasted is None:
+            ed.notify("open a photo first; the result is the edited face pasted back into it")
+            return
+        if path is None:
+            stem = Path(ed.photo.name).stem
+            path = ed.places.ask_save(self.parent(), "Save result", "photos", f"{stem}-edited.png", IMAGE_FILTER)
+        if path:
+            ed.write_image(self._pasted, path)
+
+    def _on_source(self, source):
+        """Paste every rendered face back into the photo while one is edited (on the render worker, so that the UI
+        thread only shows the result)."""
+        if source is Source.CAMERA:
+            return
+        s, photo = self.editor.session, self.editor.photo
+        if source is not Source.PHOTO or photo is None:
+            s.set_postprocess(None)
+            return
+
+        def paste(frame):
+            from engine.faces import paste_back
+
+            out = {"pasted": paste_back(photo.rgb, frame.main, photo.aligned)}
+            if frame.teacher is not None:
+                out["pasted_teacher"] = paste_back(photo.rgb, frame.teacher, photo.aligned)
+            return out
+
+        s.set_postprocess(paste)
+
+    def _on_frame(self, frame):
+        pasted = frame.extra.get("pasted")
+        self._pasted = pasted if self.editor.source is Source.PHOTO else None
+        if self._ready_version is not None and pasted is not None and self.editor.source is Source.PHOTO \
+                and frame.version >= self._ready_version:
+            self._ready_version = None
+            self.photoReady.emit()
+
+    def restore(self, settings):
+        self.panel.refine.setChecked(settings.value("photo/refine", False, bool))
+        self.panel.steps.setValue(settings.value("photo/steps", 100, int))
+
+    def save(self, settings):
+        settings.setValue("photo/refine", self.panel.refine.isChecked())
+        settings.setValue("photo/steps", self.panel.steps.value())
+
