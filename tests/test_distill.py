@@ -240,13 +240,42 @@ def test_ctrl_c_finishes_the_step_saves_and_stops(tmp_path):
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    assert d.run() == "stopped"
-    assert 2 <= d.step < 1000
-    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert saved["step"] == d.step
-    _assert_same(saved["student"], d.student.state_dict())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    def found(signum, frame):  # what was installed before the run; it must not see the run's Ctrl-C
+        raise AssertionError("the run did not catch Ctrl-C itself")
+
+    outer = signal.signal(signal.SIGINT, found)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        assert d.run() == "stopped"
+        assert 2 <= d.step < 1000
+        saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+        assert saved["step"] == d.step
+        _assert_same(saved["student"], d.student.state_dict())
+        assert signal.getsignal(signal.SIGINT) is found  # the handler found before the run is put back
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_flag_puts_back_the_handler_it_found(signum):
+    """Whatever handled the signal before (Python's default, SIG_IGN in a job started with `&` from a script, a host
+    program's own) handles it again after a run; during the run the signal only asks it to stop."""
+    from training.loop import StopFlag
+
+    outer = signal.getsignal(signum)
+    try:
+        for before in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler, lambda *a: None):
+            signal.signal(signum, before)
+            with StopFlag() as stop:
+                assert not stop.requested
+                os.kill(os.getpid(), signum)
+                deadline = time.monotonic() + 5
+                while not stop.requested and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert stop.requested
+            assert signal.getsignal(signum) is before
+    finally:
+        signal.signal(signum, outer)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -23,8 +23,6 @@ import copy
 import dataclasses
 import json
 import math
-import signal
-import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -41,18 +39,12 @@ from engine.io.checkpoints import atomic_write, build_generator, file_sha256, re
 from engine.models.frechet import FeatureStats, frechet_distance_from_stats, mobilenet_features
 from engine.models.generator import Generator, seeds_to_z
 from engine.models.perceptual import PerceptualLoss
-from engine.render import make_grid, save_image, to_uint8
+from engine.render import make_grid, psnr, save_image, to_uint8
 from training import distributed
 from training.data import ImageStream, LatentSampler, derive_seed
 from training.discriminator import Discriminator, DiscriminatorConfig, discriminator_for_teacher
-from training.losses import (
-    DistillationLoss,
-    discriminator_adversarial,
-    generator_adversarial,
-    psnr,
-    r1_penalty,
-    resize,
-)
+from training.loop import StopFlag, ema_update, lazy_r1_step
+from training.losses import DistillationLoss, discriminator_adversarial, generator_adversarial, resize
 from training.runlog import CsvLog, label_columns, plot_losses
 
 CHECKPOINT = "checkpoint.pt"
@@ -191,37 +183,6 @@ class _DiscriminatorPhases(nn.Module):
         if fake is None:
             return self.D(real)
         return self.D(fake), self.D(real)
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM → finish the current step, save, stop. A second signal more than 3 s later quits at once
-    (torchrun repeats the user's Ctrl-C to its workers, which must not count as a second one)."""
-
-    def __init__(self, announce):
-        self.requested = False
-        self._first = 0.0
-        self._announce = announce
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):
-        now = time.monotonic()
-        if self.requested and now - self._first > 3.0:
-            raise KeyboardInterrupt
-        if not self.requested:
-            self.requested, self._first = True, now
-            self._announce(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                           "(again to quit without saving)")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        self._old.clear()
 
 
 def _copy_noise_from_teacher(student: Generator, teacher: Generator) -> None:
@@ -512,17 +473,9 @@ class Distiller:
             self._optimise(d_loss, self.opt_D, self.scaler_D, self.D.parameters(), "discriminator")
             values.update(d_vals)
             if step % cfg.d_reg_every == 0:
-                # R1 in float32: its double backward is where half precision overflows first.
-                real = real.detach().float().requires_grad_(True)
-                logits = self.D_train(real)
-                r1 = r1_penalty(logits, real)
-                reg = r1 * (self.r1_gamma / 2 * cfg.d_reg_every) + 0 * logits.float().mean()
+                r1 = lazy_r1_step(self.D_train, self.D.parameters(), self.opt_D, real, self.r1_gamma,
+                                  cfg.d_reg_every, clip=cfg.grad_clip)
                 r1_vals, _ = self._agree({"r1": r1})
-                reg.backward()
-                torch.nn.utils.clip_grad_norm_(self.D.parameters(),
-                                               self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
-                self.opt_D.step()
-                self.opt_D.zero_grad(set_to_none=True)
                 values.update(r1_vals)
 
         self._update_ema()
@@ -537,10 +490,7 @@ class Distiller:
         half_life = cfg.ema_kimg * 1000
         if cfg.ema_rampup is not None:
             half_life = min(half_life, (self.step + 1) * batch * cfg.ema_rampup)
-        beta = 0.5 ** (batch / max(half_life, 1e-8))
-        src = [p.detach() for p in self.student.synthesis.parameters()]
-        dst = list(self.ema.synthesis.parameters())
-        torch._foreach_lerp_(dst, src, 1.0 - beta)
+        ema_update(self.ema.synthesis, self.student.synthesis, 0.5 ** (batch / max(half_life, 1e-8)))
 
     # -----------------------------------------------------------------------------------------------------------------
     # The loop
@@ -556,7 +506,7 @@ class Distiller:
         status = "paused"
         t_last = time.perf_counter()
         try:
-            with _StopRequest(self.log) as stop:
+            with StopFlag(self.log) as stop:
                 while self.step < end:
                     t0 = time.perf_counter()
                     values = self.train_step(stop.requested)
@@ -790,7 +740,7 @@ class Distiller:
             for i in range(0, len(ws), bs):
                 s, t = G.synthesis(ws[i : i + bs]), t_all[i : i + bs]
                 perc.append(self.loss.perceptual(resize(s, size), resize(t, size)).float())
-                ps.append(psnr(s, t))
+                ps.append(psnr(s, t, per_sample=True))
             out["perceptual"] = float(torch.cat(perc).mean())
             out["psnr_db"] = float(torch.cat(ps).mean())
         if cfg.fd_count:

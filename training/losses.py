@@ -99,9 +99,3 @@ def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ‖∇ₓ D(x)‖² at real images (R1, Mescheder et al. 2018); `reals` must require grad."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), reals, create_graph=True)
     return grad.float().square().sum(dim=[1, 2, 3]).mean()
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample PSNR in dB of two [-1, 1] image batches (peak-to-peak 2, so an MSE of 4 is 0 dB)."""
-    mse = (x.float().clamp(-1, 1) - y.float().clamp(-1, 1)).square().mean(dim=[1, 2, 3])
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))

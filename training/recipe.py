@@ -27,7 +27,6 @@ import copy
 import csv
 import importlib.util
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,9 +38,10 @@ from engine.device import pick_device
 from engine.errors import UserError
 from engine.io.checkpoints import atomic_write, save_generator
 from engine.models.config import ModelConfig
-from engine.models.generator import Generator
+from engine.models.generator import Generator, seeds_to_z
 from engine.nn.layers import normalize_2nd_moment
-from engine.render import make_grid, save_image, to_uint8
+from engine.render import make_grid, psnr, save_image, to_uint8
+from training.loop import StopFlag, ema_update, lazy_r1_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,7 @@ TEACHER_CONFIG = dict(
 )
 # The polish's discriminator: narrower than NVIDIA's plan, since it only has to judge 64×64 texture on a CPU.
 POLISH_D_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32}
+R1_EVERY = 16  # lazy R1, as in StyleGAN2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def fit_teacher(args) -> int:
     # comes out blurred; a discriminator on source samples puts back texture while the regression terms keep each z
     # tied to its source face.
     from training.discriminator import Discriminator, DiscriminatorConfig
-    from training.losses import discriminator_adversarial, generator_adversarial, r1_penalty
+    from training.losses import discriminator_adversarial, generator_adversarial
 
     D = Discriminator(DiscriminatorConfig(resolution=64, channels=POLISH_D_CHANNELS)).to(device)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99))
@@ -166,20 +167,16 @@ def fit_teacher(args) -> int:
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         save_generator(G_ema, out / "teacher.safetensors", info={"steps": step})
 
-    stop = {"flag": False}
     # Ctrl-C / SIGTERM finish the step and save; the previous handlers come back afterwards (this also runs
     # inside other programs, e.g. tests).
-    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old_handlers:
-        signal.signal(s, lambda *a: stop.update(flag=True))
-    try:
+    with StopFlag(tqdm.write) as stop:
         log = open(out / "losses.csv", "a", newline="")
         writer = csv.writer(log)
         if log.tell() == 0:
             writer.writerow(["step", "l1", "lpips", "total", "seconds", "g_adv", "d_loss", "adv_weight"])
         bar = tqdm(total=args.steps, initial=step, desc="teacher", unit="step")
         t0 = time.time()
-        while step < args.steps and not stop["flag"]:
+        while step < args.steps and not stop.requested:
             # Learning rates come from this command line, never a checkpoint, and the mapping's changes at the polish.
             for group, lr in zip(opt.param_groups, (args.lr, mapping_lr(args, step))):
                 group["lr"] = lr
@@ -208,18 +205,9 @@ def fit_teacher(args) -> int:
                 opt_D.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_D.step()
-                if step % 16 == 0:  # lazy R1, as in StyleGAN2
-                    real = target.detach().requires_grad_(True)
-                    reg = r1_penalty(D(real), real) * (args.r1_gamma / 2 * 16)
-                    opt_D.zero_grad(set_to_none=True)
-                    reg.backward()
-                    opt_D.step()
-            with torch.no_grad():
-                beta = min(args.ema, (1 + step) / (10 + step))
-                for pe, p in zip(G_ema.parameters(), G.parameters()):
-                    pe.lerp_(p, 1 - beta)
-                for be, b in zip(G_ema.buffers(), G.buffers()):
-                    be.copy_(b)
+                if step % R1_EVERY == 0:
+                    lazy_r1_step(D, D.parameters(), opt_D, target, args.r1_gamma, R1_EVERY)
+            ema_update(G_ema, G, min(args.ema, (1 + step) / (10 + step)), buffers=True)
             step += 1
             bar.update(1)
             bar.set_postfix(l1=f"{l1.item():.3f}", lpips=f"{lp.item():.3f}", adv=f"{g_adv.item():.2f}")
@@ -243,10 +231,7 @@ def fit_teacher(args) -> int:
         log.close()
         bar.close()
         print(f"teacher at step {step}: {out / 'teacher.safetensors'}")
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    return 130 if stop["flag"] else 0
+    return 130 if stop.requested else 0
 
 
 def mapping_lr(args, step: int) -> float:
@@ -343,7 +328,7 @@ DEMO_DIRECTIONS_FILE = Path(__file__).with_name("demo_directions.json")
 
 def directions_stage(args) -> int:
     """Stage 4: SeFa (on the model's style affines) and GANSpace (PCA of W), previews, then the named set."""
-    from engine.edit import Direction, DirectionSet, ganspace, sefa
+    from engine.edit import Direction, DirectionSet, apply_edits, ganspace, sefa
     from engine.io.checkpoints import load_generator
     from engine.io.directions import save_directions
 
@@ -357,12 +342,8 @@ def directions_stage(args) -> int:
         for prefix, dset in sets.items():
             rows = []
             for d in dset:
-                a, b = d.layers
                 for alpha in torch.linspace(d.slider[0], d.slider[1], 7):
-                    ws = base.clone()
-                    vec = d.vector if d.vector.ndim == 1 else d.vector[a : b + 1]
-                    ws[:, a : b + 1] += float(alpha) * torch.as_tensor(vec).float()
-                    rows.append(S.synthesis(ws[:3]))
+                    rows.append(S.synthesis(apply_edits(base, [(d, float(alpha))])[:3]))
             pics = torch.stack(rows).view(len(dset), 7, 3, 3, S.resolution, S.resolution)
             pics = pics.permute(0, 2, 1, 3, 4, 5).reshape(-1, 3, S.resolution, S.resolution)
             save_image(make_grid(to_uint8(pics), cols=7), out / f"preview_{prefix}.png")
@@ -379,11 +360,6 @@ def directions_stage(args) -> int:
     save_directions(out / "directions.npz", named)
     print(f"directions: {out / 'directions.npz'} ({', '.join(named.names)})")
     return 0
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean(dim=[1, 2, 3])
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
 def publish(args) -> int:
@@ -411,7 +387,7 @@ def publish(args) -> int:
     T, S = load_generator(files[assets.TEACHER]), load_generator(files[assets.STUDENT])
     source = FaceSource()
     seeds = list(range(args.grid_seeds))
-    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(T.z_dim) for s in seeds])).float()
+    z = seeds_to_z(seeds, T.z_dim)
     with torch.no_grad():
         ws = T.mapping(z)  # ψ = 1: the source has no truncation, so this is the comparable row
         rows = [source(z), T.synthesis(ws), S.synthesis(ws)]
@@ -428,7 +404,7 @@ def publish(args) -> int:
             wb = T.mapping(zs[i : i + 25])
             t, s = T.synthesis(wb), S.synthesis(wb)
             perc.append(lp(s, t))
-            ps.append(_psnr(s, t))
+            ps.append(psnr(s, t, per_sample=True))
             t_imgs.append(to_uint8(t))
             s_imgs.append(to_uint8(s))
             src_imgs.append(to_uint8(source(zs[i : i + 25])))

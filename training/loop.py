@@ -1,0 +1,81 @@
+"""Pieces every training loop here shares: the EMA update, the lazy R1 step and a clean stop on Ctrl-C / SIGTERM.
+The distiller (training/distill.py) and the demo recipe's teacher fit (training/recipe.py) both use them."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import torch
+from torch import nn
+
+from training.losses import r1_penalty
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, beta: float, buffers: bool = False) -> None:
+    """ema ← beta·ema + (1 − beta)·model, parameter by parameter; with `buffers`, the model's buffers are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - beta)
+    if buffers:
+        for be, b in zip(ema.buffers(), model.buffers()):
+            be.copy_(b)
+
+
+def lazy_r1_step(D, params, opt: torch.optim.Optimizer, real: torch.Tensor, gamma: float, every: int,
+                 clip: float | None = None) -> torch.Tensor:
+    """The lazy R1 step of StyleGAN2, run every `every` discriminator steps: the penalty ‖∇ₓ D(x)‖² at real images,
+    weighted gamma/2 × every so that it matches an R1 term on every step, applied by D's own optimiser. `D` is what
+    runs the forward (a DDP wrapper, say) and `params` the discriminator's parameters (clipped to `clip` when given).
+    Returns the penalty (detached), in float32: its double backward is where half precision overflows first."""
+    real = real.detach().float().requires_grad_(True)
+    logits = D(real)
+    r1 = r1_penalty(logits, real)
+    opt.zero_grad(set_to_none=True)
+    # 0 × the logits keeps every output in the graph: DDP expects each parameter to take part in a backward.
+    (r1 * (gamma / 2 * every) + 0 * logits.float().mean()).backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return r1.detach()
+
+
+class StopFlag:
+    """`with StopFlag(announce) as stop:` a training loop checks `stop.requested` between steps, then saves and ends.
+
+    Ctrl-C (SIGINT) and SIGTERM set the flag. A second signal more than `grace` seconds after the first quits at once
+    (KeyboardInterrupt): torchrun repeats the user's Ctrl-C to its workers, which must not count as a second one. On
+    exit exactly the handlers found on entry are put back, whatever they were (Python's, SIG_IGN in a job started in
+    the background, a host program's). Off the main thread no handler can be installed and the flag stays down."""
+
+    def __init__(self, announce=None, grace: float = 3.0, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.requested = False
+        self._first = 0.0
+        self._announce = announce
+        self._grace = grace
+        self._signals = tuple(signals)
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        now = time.monotonic()
+        if self.requested and now - self._first > self._grace:
+            raise KeyboardInterrupt
+        if not self.requested:
+            self.requested, self._first = True, now
+            if self._announce is not None:
+                self._announce(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                               "(again to quit without saving)")
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in self._signals:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            # None: the old handler was not installed from Python and cannot be put back; the default is nearest.
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+        self._old.clear()
