@@ -25,19 +25,14 @@ class FilesPart(QObject):
 
     def __init__(self, editor, display, parent=None):
         super().__init__(parent)
-        self.editor = editor
+        self.editor, self.display = editor, display
         self.recent_menus: dict = {}  # kind ("photos" | "models") -> QMenu, filled by add_recent_menu
-        self._frame = None  # the frame on screen
         self._dialogs: list = []
-        display.frameShown.connect(self._on_frame)
         editor.places.recentChanged.connect(self.rebuild_recent_menus)
-
-    def _on_frame(self, frame):
-        self._frame = frame
 
     def _picture(self):
         """What is on screen: the edited face pasted into its photo when a photo is edited, else the render."""
-        frame = self._frame
+        frame = self.display.last_frame
         if self.editor.source is Source.PHOTO and "pasted" in frame.extra:
             return frame.extra["pasted"]
         return frame.main
@@ -45,12 +40,13 @@ class FilesPart(QObject):
     # --- pictures and latents --------------------------------------------------------------------------------------
     def save_image(self, path=None):
         ed = self.editor
-        if self._frame is None:
+        frame = self.display.last_frame
+        if frame is None:
             ed.notify("nothing to save yet")
             return
         if path is None:
             seed = ed.session.state.base_info.get("seed")
-            default = "edited.png" if ed.source is Source.PHOTO and "pasted" in self._frame.extra else \
+            default = "edited.png" if ed.source is Source.PHOTO and "pasted" in frame.extra else \
                 f"seed{seed}.png" if ed.source is Source.SEED else "image.png"
             path = ed.places.ask_save(self.parent(), "Save image", "images", default, "PNG images (*.png)")
         if path:
@@ -59,14 +55,14 @@ class FilesPart(QObject):
     def copy_image(self):
         from app.widgets import qimage_from_rgb
 
-        if self._frame is None:
+        if self.display.last_frame is None:
             return
         QApplication.clipboard().setImage(qimage_from_rgb(self._picture()))
         self.editor.status("image copied")
 
     def save_latent(self, path=None):
         ed = self.editor
-        if ed.models is None or self._frame is None:
+        if ed.models is None or self.display.last_frame is None:
             ed.notify("nothing to save yet")
             return
         if path is None:

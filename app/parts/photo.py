@@ -20,7 +20,7 @@ class PhotoPart(QObject):
 
     def __init__(self, editor, display, parent=None):
         super().__init__(parent)
-        self.editor = editor
+        self.editor, self.display = editor, display
         self.panel = PhotoPanel()
         self.panel.openRequested.connect(self.choose_photo)
         self.panel.cancelRequested.connect(self.cancel)
@@ -29,7 +29,6 @@ class PhotoPart(QObject):
         self.panel.setEnabled(False)
         self._task = None
         self._ready_version: int | None = None  # photoReady fires on the first pasted frame at least this new
-        self._pasted = None  # the pasted result last on screen
         editor.modelLoading.connect(self._cancel_task)
         editor.modelsChanged.connect(lambda _m: self.panel.setEnabled(True))
         editor.sourceChanged.connect(self._on_source)
@@ -141,15 +140,15 @@ class PhotoPart(QObject):
             self._task.cancel()
 
     def save_result(self, path=None):
-        ed = self.editor
-        if ed.source is not Source.PHOTO or self._pasted is None:
+        ed, frame = self.editor, self.display.last_frame
+        if ed.source is not Source.PHOTO or frame is None or "pasted" not in frame.extra:
             ed.notify("open a photo first; the result is the edited face pasted back into it")
             return
         if path is None:
             stem = Path(ed.photo.name).stem
             path = ed.places.ask_save(self.parent(), "Save result", "photos", f"{stem}-edited.png", IMAGE_FILTER)
         if path:
-            ed.write_image(self._pasted, path)
+            ed.write_image(frame.extra["pasted"], path)
 
     def _on_source(self, source):
         """Paste every rendered face back into the photo while one is edited (on the render worker, so that the UI
@@ -172,9 +171,7 @@ class PhotoPart(QObject):
         s.set_postprocess(paste)
 
     def _on_frame(self, frame):
-        pasted = frame.extra.get("pasted")
-        self._pasted = pasted if self.editor.source is Source.PHOTO else None
-        if self._ready_version is not None and pasted is not None and self.editor.source is Source.PHOTO \
+        if self._ready_version is not None and "pasted" in frame.extra and self.editor.source is Source.PHOTO \
                 and frame.version >= self._ready_version:
             self._ready_version = None
             self.photoReady.emit()
