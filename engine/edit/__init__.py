@@ -4,7 +4,8 @@ and slider sweeps."""
 
 from engine.edit.layers import layer_groups, layer_resolutions, modulated_affines, parse_layers
 from engine.edit.ops import apply_edits, parse_edit, resolve_edits, style_mix
-from engine.edit.session import EditSession, EditState, Frame, Mix
+from engine.edit.renderer import Frame, Renderer
+from engine.edit.session import EditSession, EditState, Mix
 from engine.edit.supervised import fit_direction
 from engine.edit.unsupervised import ganspace, sample_w, sefa
 from engine.io.directions import Direction, DirectionSet, import_direction_file, load_directions, save_directions
@@ -16,6 +17,7 @@ __all__ = [
     "EditState",
     "Frame",
     "Mix",
+    "Renderer",
     "apply_edits",
     "fit_direction",
     "ganspace",

@@ -8,9 +8,9 @@ Every state is immutable and the final W+ is recomputed from the base each time 
 undoing, redoing or returning a slider to a previous value gives back bit-identical ws, and the render cache (last
 ws → image per model) then skips the network entirely.
 
-Rendering: `render()` renders now, on the caller's thread. `request_render()` returns at once; one worker thread
-renders the newest requested state only (requests made while it is busy are merged into one), stores it as
-`latest_frame()` and calls the callbacks on the worker thread.
+Rendering (engine.edit.renderer): `render()` renders now, on the caller's thread. `request_render()` returns at once;
+one worker thread renders the newest requested state only (requests made while it is busy are merged into one),
+stores it as `latest_frame()` and calls the callbacks on the worker thread.
 
 Observers connect to `session.events` (engine.events, no Qt; a Qt app re-emits them as signals on its UI thread):
 `changed(state)` after every change, undo, redo, group and new base; `directions(dset)` when the direction set gains,
@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +32,13 @@ import numpy as np
 import torch
 
 from engine.edit.ops import apply_edits, style_mix
+from engine.edit.renderer import TEACHER, Frame, Renderer
 from engine.errors import UserError
 from engine.events import Events
 from engine.io.directions import DirectionSet, load_directions
 from engine.io.latents import load_latent, same_w_space, save_latent, w_space_id
 from engine.models.generator import seeds_to_z
-from engine.render import side_by_side, to_uint8
 from engine.runtime import prepare_for_cpu
-
-TEACHER = "teacher"  # the name a session gives a StyleGAN2 model in a list, and the one Frame.teacher reads
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,38 +60,6 @@ class EditState:
     alphas: dict = field(default_factory=dict)  # direction name -> α (only non-zero amounts are kept)
     layers: dict = field(default_factory=dict)  # direction name -> (a, b) overriding the direction's own range
     mix: Mix | None = None
-
-
-@dataclass
-class Frame:
-    """A rendered state: uint8 [H, W, 3] images per model name (read-only: the cache shares them; copy before
-    drawing on one), the ws they came from, per-model render time (0 when the image came from the cache), and what the
-    session's post-process made of it (`extra`, e.g. the editor's face pasted back into its photo)."""
-
-    version: int
-    ws: torch.Tensor  # [1, num_ws, w_dim]
-    images: dict = field(default_factory=dict)
-    ms: dict = field(default_factory=dict)
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
-    main_name: str = ""  # the session's first model (the one the sliders edit)
-
-    @property
-    def main(self) -> np.ndarray | None:
-        return self.images.get(self.main_name)
-
-    @property
-    def main_ms(self) -> float:
-        return self.ms.get(self.main_name, 0.0)
-
-    @property
-    def teacher(self) -> np.ndarray | None:
-        return self.images.get(TEACHER)
-
-    def side_by_side(self, pad: int = 4, bg: int = 255) -> np.ndarray:
-        if not self.images:
-            raise UserError("nothing was rendered in this frame")
-        return side_by_side(list(self.images.values()), pad, bg)
 
 
 def _announcing(method):
@@ -159,8 +124,6 @@ class EditSession:
             self.directions = load_directions(directions, G)
 
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._render_lock = threading.Lock()
         self._history = [EditState(base=self.w_avg[None].repeat(self.num_ws, 1), base_info={"w_avg": True})]
         self._labels = ["start"]
         self._keys: list = [None]
@@ -169,17 +132,10 @@ class EditSession:
         self._batch_depth = 0
         self._version = 0
         self._unannounced = False  # a change observers have not been told about yet (held back inside a group)
-        self._postprocess: Callable[[Frame], dict] | None = None
         self._render_on_change: tuple[bool, object] = (False, None)
         self._ws_cache: tuple[int, torch.Tensor] | None = None
-        self._image_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
-        self.render_counts = {name: 0 for name in self.models}  # network passes actually run, per model
-        self._latest: Frame | None = None
-        self._pending = None
-        self._pending_callbacks: list = []
-        self._worker: threading.Thread | None = None
-        self._busy = False
-        self._closed = False
+        self.renderer = Renderer(self.models, noise_mode, on_frame=lambda f: self.events.emit("frame", f))
+        self.render_counts = self.renderer.render_counts  # network passes actually run, per model
 
     # -- state and history -------------------------------------------------------------------------------------------
     @property
@@ -229,7 +185,7 @@ class EditSession:
             state = self._history[self._pos]
             render, which = self._render_on_change
         self.events.emit("changed", state)
-        if render and not self._closed:
+        if render and not self.renderer.closed:
             self.request_render(which=which)
 
     def render_on_change(self, on: bool = True, which=None) -> None:
@@ -528,135 +484,41 @@ class EditSession:
         }
         return save_latent(path, ws, self.G, **info)
 
-    def _render_ws(self, ws: torch.Tensor, version: int, which) -> Frame:
-        names = list(self.models) if which is None else [which] if isinstance(which, str) else list(which)
-        unknown = [n for n in names if n not in self.models]
-        if unknown:
-            raise UserError(f"no model named {unknown[0]!r} in this session (have {', '.join(self.models)})")
-        frame = Frame(version=version, ws=ws, main_name=self.main_name)
-        with self._render_lock, torch.inference_mode():
-            for name in names:
-                hit = self._image_cache.get(name)
-                if hit is not None and torch.equal(hit[0], ws):
-                    frame.images[name], frame.ms[name] = hit[1], 0.0
-                    continue
-                t = time.perf_counter()
-                img = to_uint8(self.models[name].synthesis(ws, noise_mode=self.noise_mode))[0]
-                img.setflags(write=False)  # shared by the cache and every frame that reuses it
-                frame.ms[name] = (time.perf_counter() - t) * 1000
-                frame.images[name] = img
-                self._image_cache[name] = (ws, img)
-                self.render_counts[name] += 1
-        with self._lock:
-            post = self._postprocess
-        if post is not None:
-            frame.extra = dict(post(frame) or {})
-        return frame
-
+    # -- rendering (engine.edit.renderer) ---------------------------------------------------------------------------
     def set_postprocess(self, fn: Callable[[Frame], dict] | None) -> None:
         """fn(frame) -> {name: image} run on every rendered frame, on the thread that renders it; its outputs land in
         `frame.extra` (the editor pastes the edited face back into its photo). None: no post-process."""
-        with self._lock:
-            self._postprocess = fn
-
-    def _publish(self, frame: Frame) -> None:
-        with self._cond:
-            if self._latest is None or frame.version >= self._latest.version:
-                self._latest = frame
-            self._cond.notify_all()
+        self.renderer.set_postprocess(fn)
 
     def render(self, which=None) -> Frame:
         """Render the current state now (on this thread); `which` limits it to some model names."""
         with self._lock:
             ws, version = self.compute_ws(), self._version
-        frame = self._render_ws(ws, version, which)
-        self._publish(frame)
-        return frame
+        return self.renderer.render(ws, version, which)
 
     def request_render(self, callback: Callable[[Frame], None] | None = None, which=None) -> int:
         """Ask for a frame of the current state without waiting. Requests made while the worker is busy are merged:
         only the newest state is rendered, and every merged request's callback receives that frame. Returns the
         version the frame will show (at least)."""
-        with self._cond:
-            if self._closed:
-                raise UserError("this edit session is closed")
+        with self._lock:  # held, so that requests reach the worker in the order of the states they show
             version = self._version
-            prev_which = self._pending[2] if self._pending is not None else ()
-            if which is None or prev_which is None:
-                merged = None
-            else:
-                merged = tuple(dict.fromkeys([*prev_which, *([which] if isinstance(which, str) else which)]))
-            self._pending = (version, self.compute_ws(), merged)
-            if callback is not None:
-                self._pending_callbacks.append(callback)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="blazestudio-render", daemon=True)
-                self._worker.start()
-            self._cond.notify_all()
+            self.renderer.request(self.compute_ws(), version, which, callback)
             return version
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                (version, ws, which), self._pending = self._pending, None
-                callbacks, self._pending_callbacks = self._pending_callbacks, []
-                self._busy = True
-            try:
-                frame = self._render_ws(ws, version, which)
-            except Exception as e:  # reported to the caller through the frame; the worker keeps serving
-                frame = Frame(version=version, ws=ws, error=f"{type(e).__name__}: {e}", main_name=self.main_name)
-            self._publish(frame)
-            for cb in callbacks:
-                try:
-                    cb(frame)
-                except Exception:  # a broken callback must not stop rendering
-                    import traceback
-
-                    traceback.print_exc()
-            self.events.emit("frame", frame)
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
 
     def latest_frame(self) -> Frame | None:
         """The newest finished frame (maybe older than the current state); never waits."""
-        with self._lock:
-            return self._latest
+        return self.renderer.latest_frame()
 
     def wait_for_frame(self, version: int | None = None, timeout: float | None = None) -> Frame | None:
         """Block until a frame of at least `version` (default: the current one) exists; None on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            want = self._version if version is None else version
-            while self._latest is None or self._latest.version < want:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left)
-            return self._latest
+        return self.renderer.wait_for(self.version if version is None else version, timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no request is pending or rendering."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        return self.renderer.wait_idle(timeout)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30)
+        self.renderer.close()
 
     def with_models(self, models) -> EditSession:
         """A new session rendering with `models` (e.g. the student and, now, its teacher) that starts from this one's
@@ -667,11 +529,12 @@ class EditSession:
             new.close()
             raise UserError("the new models do not share this session's W space")
         with self._lock:
-            state, version, post, auto = self.state, self._version, self._postprocess, self._render_on_change
+            state, version, auto = self.state, self._version, self._render_on_change
         with new._lock:
             new._history, new._labels, new._keys, new._pos = [state], ["start"], [None], 0
             new._version = version + 1
-            new._postprocess, new._render_on_change = post, auto
+            new._render_on_change = auto
+        new.set_postprocess(self.renderer.postprocess)
         return new
 
     def __enter__(self):
