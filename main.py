@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "directions": ("engine.cli.directions", "compute SeFa or GANSpace directions"),
     "sweep": ("engine.cli.sweep", "render a slider sweep as a video or GIF"),
     "export": ("engine.cli.export", "export the student for Core ML, TFLite and ONNX, verified"),
+    "edit": ("engine.cli.edit", "edit the face in a photo, at the photo's own size (edit transfer or regenerate)"),
+    "edit-video": ("engine.cli.edit_video", "edit the face in every frame of a video"),
     "distill": ("training.cli_distill", "distil a BlazeStyleGAN student from a StyleGAN2 teacher"),
     "train-encoder": ("training.cli_encoder", "train the inversion encoder on generator samples"),
 }

@@ -16,3 +16,38 @@ def load_model(path):
     G = load_generator(path)
     torch.set_grad_enabled(False)
     return G
+
+
+def add_edit_arguments(p) -> None:
+    """The options `edit` and `edit-video` share."""
+    add_model_argument(p)
+    p.add_argument("--encoder", "-e", default=None,
+                   help="encoder .safetensors (default: the bundled encoder when it fits the model)")
+    p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
+    p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
+                   help="a direction and its amount, e.g. 'mouth open=+4' (W+ layers a-b optional); repeatable")
+    p.add_argument("--mode", default="transfer", choices=["transfer", "regenerate"],
+                   help="transfer (default): your own pixels, changed only by the edit; regenerate: the "
+                        "generator's rendition of the face pasted in (for stylized models)")
+
+
+def load_edit_setup(args):
+    """(G, Inverter, [(Direction, α, layers)]) for the edit commands; notes for the user are printed."""
+    from engine.assets import DIRECTIONS
+    from engine.edit.ops import resolve_edits
+    from engine.invert import Inverter, pick_encoder
+    from engine.io.directions import load_directions
+
+    G = load_model(args.model)
+    E, note = pick_encoder(G, args.encoder)
+    if note:
+        print(note)
+    edits = []
+    if args.edit:
+        path = args.directions or (DIRECTIONS if DIRECTIONS.exists() else None)
+        if path is None:
+            from engine.errors import UserError
+
+            raise UserError("--edit needs --directions FILE.npz (make one with: main.py directions --out FILE.npz)")
+        edits = resolve_edits(args.edit, load_directions(path, G), G.num_ws)
+    return G, Inverter(G, E), edits

@@ -35,30 +35,6 @@ def add_arguments(p):
     p.add_argument("--image-out", default=None, help="where to write the comparison image (default: OUT with .png)")
 
 
-def _pick_encoder(args, G):
-    """(encoder or None, a note for the user or None). An explicit --encoder that does not fit is an error; the
-    bundled one that does not fit is skipped with a note (the user did not ask for it)."""
-    from engine.invert import bundled_encoder_path, check_compatible, load_encoder
-
-    if args.no_encoder:
-        if args.encoder:
-            raise UserError("give --encoder or --no-encoder, not both")
-        return None, None
-    if args.encoder:
-        E = load_encoder(args.encoder)
-        check_compatible(E, G)
-        return E, None
-    path = bundled_encoder_path()
-    if path is None:
-        return None, "no encoder given and none bundled; starting from w_avg"
-    E = load_encoder(path)
-    try:
-        check_compatible(E, G)
-    except UserError:
-        return None, "the bundled encoder belongs to another model; starting from w_avg (see --encoder)"
-    return E, None
-
-
 def run(args) -> int:
     from engine.faces import align_face
     from engine.invert import Inverter
@@ -75,7 +51,9 @@ def run(args) -> int:
     device = pick_device(args.device)
 
     G = load_model(args.model).to(device)
-    E, note = _pick_encoder(args, G)
+    from engine.invert import pick_encoder
+
+    E, note = pick_encoder(G, args.encoder, use=not args.no_encoder)
     if note:
         print(note)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS if E is not None else DEFAULT_STEPS_FROM_AVG

@@ -287,6 +287,22 @@ class FaceAligner:
         )
 
 
+    def align_all(self, image, size: int = 256) -> list[AlignedFace]:
+        """Every face of a photo, aligned, largest first; NoFaceError if there is none."""
+        if not self.static:
+            raise RuntimeError("align_all is for photos (static=True)")
+        rgb = load_image(image)
+        found = self.landmarker.detect_all(rgb)
+        if not found:
+            raise NoFaceError(f"no face found in {describe_source(image)}; use a photo in which a face is clearly "
+                              "visible")
+        faces = [self.align(rgb, size=size, landmarks=lm) for lm in found]
+        for f in faces:
+            f.faces = len(found)
+            f.source = describe_source(image) if isinstance(image, (str, os.PathLike)) else None
+        return faces
+
+
 class VideoAligner(FaceAligner):
     """FaceAligner for webcam frames: tracking mode plus One-Euro smoothing, so the crop does not jitter."""
 
@@ -309,6 +325,15 @@ class VideoAligner(FaceAligner):
 
 _default: FaceAligner | None = None
 _default_lock = threading.Lock()
+
+
+def align_faces(image, size: int = 256) -> list[AlignedFace]:
+    """Every face in a photo, aligned FFHQ-style, largest first; NoFaceError if there is none."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = FaceAligner(static=True)
+    return _default.align_all(image, size=size)
 
 
 def align_face(image, size: int = 256, landmarks=None) -> AlignedFace:

@@ -302,6 +302,19 @@ class FaceLandmarker:
                 return self._track(image)
             return self._detect_photo(image)
 
+    def detect_all(self, image: np.ndarray) -> list[np.ndarray]:
+        """Landmarks of every face the first successful finding stage saw, largest first (photo mode only)."""
+        if not self.static:
+            raise RuntimeError("detect_all needs a photo-mode (static) landmarker")
+        image = np.ascontiguousarray(image)
+        with self._lock:
+            for candidates in self._find(image):
+                found = [lm for cand in sorted(candidates, key=lambda c: -c.size)
+                         if (lm := self._measure(image, cand)) is not None]
+                if found:
+                    return found
+        return []
+
     def _track(self, image: np.ndarray) -> FaceFound | None:
         small, to_image = _downscaled(image, self.max_side)
         faces = self._mesh_faces(small)

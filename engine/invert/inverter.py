@@ -196,3 +196,25 @@ def bundled_encoder_path() -> Path | None:
     from engine.assets import ENCODER
 
     return ENCODER if ENCODER.exists() else None
+
+
+def pick_encoder(G, path=None, use: bool = True):
+    """(encoder or None, a note for the user or None) for G. An explicit `path` that does not fit is an error; the
+    bundled encoder that does not fit is skipped with a note (the user did not ask for it)."""
+    if not use:
+        if path:
+            raise UserError("give --encoder or --no-encoder, not both")
+        return None, None
+    if path:
+        E = load_encoder(path)
+        check_compatible(E, G)
+        return E, None
+    bundled = bundled_encoder_path()
+    if bundled is None:
+        return None, "no encoder given and none bundled; starting from w_avg"
+    E = load_encoder(bundled)
+    try:
+        check_compatible(E, G)
+    except UserError:
+        return None, "the bundled encoder belongs to another model; starting from w_avg (see --encoder)"
+    return E, None

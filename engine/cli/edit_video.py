@@ -1,0 +1,33 @@
+"""`main.py edit-video IN --edit NAME=AMOUNT --out OUT.mp4`: edit the face in every frame of a video; same frame
+count, frame rate and size; frames without a face pass through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.cli.common import add_edit_arguments, load_edit_setup
+
+
+def add_arguments(p):
+    p.add_argument("video", help="a video OpenCV reads (MP4, AVI, MOV, MKV, WebM)")
+    add_edit_arguments(p)
+    p.add_argument("--out", "-o", required=True, help="output video (.mp4 or .avi)")
+
+
+def run(args) -> int:
+    from engine.edit.ops import apply_edits
+    from engine.edit.photo import check_output_path
+    from engine.edit.video import VideoReader, edit_video
+
+    check_output_path(args.video, args.out)
+    VideoReader(args.video).close()  # an unreadable input fails here, before any model loads
+    G, inv, edits = load_edit_setup(args)
+    stats = edit_video(args.video, args.out, inv, lambda ws: apply_edits(ws, edits), mode=args.mode)
+    w, h = stats.size
+    print(f"wrote {args.out}: {stats.frames} frames, {w}x{h}, {stats.fps:g} fps ({args.mode}); a face in "
+          f"{stats.with_face}; {stats.frames_per_second:.1f} frames/s; flicker {stats.flicker_ratio:.2f}× the input's")
+    if stats.audio:
+        print(f"note: {Path(args.video).name} has an audio track, which is not copied (video only)")
+    elif stats.audio is None:
+        print("note: audio, if the input has any, is not copied (video only)")
+    return 0
