@@ -35,6 +35,7 @@ class Editor(QObject):
     teacherChanged = Signal(object)  # the teacher added to the current model (same edits, a new session)
     sourceChanged = Signal(object)  # Source; also when another photo is edited
     focusRequested = Signal(object)  # Source whose controls should come to the front
+    editModeChanged = Signal(str)  # "transfer" | "regenerate": how photos and the camera show an edit
     notified = Signal(str, str, int)  # text, level ("info" | "error"), ms: a message for the user
     statusShown = Signal(str, int)  # text, ms: a passing word in the status bar only
 
@@ -52,6 +53,10 @@ class Editor(QObject):
         self._photos: dict[int, object] = {}  # by id, so undo can go back to an earlier photo
         self._camera = False
         self._tasks: set = set()
+        # Photos and the camera: the person's own pixels changed by the edit (transfer), or the generator's rendition
+        # pasted in (regenerate; what a stylized model needs).
+        mode = settings.value("edit/mode", "transfer", str)
+        self.edit_mode = mode if mode in ("transfer", "regenerate") else "transfer"
         self.signals.stateChanged.connect(self._follow_state)
 
     @property
@@ -97,6 +102,15 @@ class Editor(QObject):
         self._photos[id(photo)] = photo
         while len(self._photos) > PHOTO_MEMORY:
             self._photos.pop(next(iter(self._photos)))
+
+    def set_edit_mode(self, mode: str) -> None:
+        from engine.edit.transfer import check_mode
+
+        mode = check_mode(mode)
+        if mode != self.edit_mode:
+            self.edit_mode = mode
+            self.settings.setValue("edit/mode", mode)
+            self.editModeChanged.emit(mode)
 
     def set_camera(self, on: bool) -> None:
         self._camera = bool(on)

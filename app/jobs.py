@@ -41,6 +41,7 @@ class PhotoState:
     faces: int = 1
     name: str = "photo"
     quality: str = ""  # reconstruction metrics in words
+    tuned: object | None = None  # a copy of the generator tuned to this face ("Tune to photo"), or None
 
 
 def teacher_candidates(path: Path, G) -> list[Path]:
@@ -187,6 +188,29 @@ def refine_photo(ctx, models: LoadedModels, state: PhotoState, steps: int) -> to
     state.quality = _quality(inv.metrics(state.aligned, result.ws))
     # After a cancel too: the best codes so far are still closer than the start.
     return result.ws.detach().cpu()
+
+
+def tune_photo(ctx, models: LoadedModels, state: PhotoState, steps: int):
+    """Pivotal tuning of a copy of the generator to the photo's face; progress per step; Cancel keeps what the copy
+    learnt so far. Returns the tuned copy (the loaded model is untouched)."""
+    from engine.invert.projector import reconstruction_metrics
+    from engine.invert.tuning import tune_to_face
+
+    inv = models.inverter()
+    target = inv.to_tensor(state.aligned)
+
+    def callback(step, total, loss):
+        ctx.progress(step, total, f"tuning {step}/{total} · loss {loss:.3f}")
+        return not ctx.cancelled
+
+    r = tune_to_face(models.G, target, state.ws, steps, perceptual=inv.perceptual, callback=callback,
+                     progress=False)
+    with torch.no_grad():
+        state.quality = _quality(reconstruction_metrics(r.G.synthesis(state.ws, noise_mode="const"), target,
+                                                        inv.perceptual)) + f" · tuned {r.steps} steps"
+    from engine.runtime import prepare_for_cpu
+
+    return prepare_for_cpu(r.G)
 
 
 def _quality(metrics: dict) -> str:

@@ -315,11 +315,41 @@ class MixPanel(QGroupBox):
         return self.first.value(), self.last.value()
 
 
+EDIT_MODES = (
+    ("transfer", "Your photo, edited",
+     "Edit transfer: the photo keeps its own pixels, changed only by what the sliders change"),
+    ("regenerate", "The generator's rendition",
+     "Regenerate: the generator's picture of the edited face is pasted in (for stylized models; it is not the "
+     "person's own face)"),
+)
+
+
+class EditModeBox(QComboBox):
+    """How a photo or the camera shows an edit: transfer (default) or regenerate."""
+
+    modeChosen = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        for key, label, tip in EDIT_MODES:
+            self.addItem(label, key)
+            self.setItemData(self.count() - 1, tip, Qt.ToolTipRole)
+        self.setToolTip("How the edit is shown: your own pixels, edited (transfer), or the generator's rendition "
+                        "pasted in (regenerate)")
+        self.currentIndexChanged.connect(lambda i: self.modeChosen.emit(self.itemData(i)))
+
+    def set_mode(self, mode: str) -> None:
+        self.blockSignals(True)
+        self.setCurrentIndex(max(0, self.findData(mode)))
+        self.blockSignals(False)
+
+
 class PhotoPanel(QGroupBox):
     openRequested = Signal()
     cancelRequested = Signal()
     saveRequested = Signal()
     refineRequested = Signal()
+    tuneRequested = Signal()
 
     def __init__(self, parent=None):
         super().__init__("Photo", parent)
@@ -335,6 +365,11 @@ class PhotoPanel(QGroupBox):
         row.addWidget(self.open)
         row.addWidget(self.save)
         v.addLayout(row)
+        mode = QHBoxLayout()
+        mode.addWidget(QLabel("Show"))
+        self.mode = EditModeBox()
+        mode.addWidget(self.mode, 1)
+        v.addLayout(mode)
         opt = QHBoxLayout()
         self.refine = QCheckBox("Refine")
         self.refine.setToolTip("After the encoder, optimise the latent for a closer likeness (slower)")
@@ -351,6 +386,20 @@ class PhotoPanel(QGroupBox):
         opt.addWidget(self.steps)
         opt.addWidget(self.refine_now)
         v.addLayout(opt)
+        tune = QHBoxLayout()
+        self.tune_steps = QSpinBox()
+        self.tune_steps.setRange(10, 1000)
+        self.tune_steps.setSingleStep(10)
+        self.tune_steps.setValue(100)
+        self.tune_steps.setSuffix(" steps")
+        self.tune = QPushButton("Tune to photo")
+        self.tune.setToolTip("Fine-tune a copy of the generator to this face (pivotal tuning): a closer likeness for "
+                             "the generator's rendition and more accurate edits; the model file is not changed")
+        self.tune.clicked.connect(self.tuneRequested)
+        self.tune.setEnabled(False)
+        tune.addWidget(self.tune_steps)
+        tune.addWidget(self.tune, 1)
+        v.addLayout(tune)
         prog = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -371,6 +420,7 @@ class PhotoPanel(QGroupBox):
         self.cancel.setVisible(running)
         self.open.setEnabled(not running)
         self.refine_now.setEnabled(not running and self.save.isEnabled())
+        self.tune.setEnabled(not running and self.save.isEnabled())
         if running:
             self.progress.setValue(0)
             self.progress.setFormat(text or "%p%")
@@ -410,6 +460,7 @@ class CameraPanel(QGroupBox):
         self.video = QPushButton("Open video as camera…")
         self.video.setToolTip("Use a video file as the camera source")
         self.video.clicked.connect(self.openVideoRequested)
+        self.mode = EditModeBox()
         self.status = _muted("Cameras not searched yet.")
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)  # room for a wrapped line
         self.fps = QLabel("")
@@ -419,8 +470,10 @@ class CameraPanel(QGroupBox):
         g.addWidget(self.start, 1, 0)
         g.addWidget(self.snapshot, 1, 1, 1, 2)
         g.addWidget(self.video, 2, 0, 1, 3)
-        g.addWidget(self.status, 3, 0, 1, 2)
-        g.addWidget(self.fps, 3, 2)
+        g.addWidget(QLabel("Show"), 3, 0)
+        g.addWidget(self.mode, 3, 1, 1, 2)
+        g.addWidget(self.status, 4, 0, 1, 2)
+        g.addWidget(self.fps, 4, 2)
 
     def set_sources(self, sources: list[tuple[str, object]], keep=None):
         self.source.clear()

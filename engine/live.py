@@ -157,12 +157,16 @@ class LivePipeline:
         aligner=None,  # engine.faces.VideoAligner; a new one when None
         G=None,  # the generator that renders the edited face (default: the inverter's)
         fast_encoder: bool = True,  # run a frozen TorchScript trace of the encoder (same outputs, ~1.5x faster)
+        mode: str = "transfer",  # "transfer": the frame's own face, edited; "regenerate": the render pasted in
     ):
+        from engine.edit.transfer import check_mode
         from engine.faces import VideoAligner
 
         self.inverter = inverter
         self.G = G if G is not None else inverter.G
         self.edit = edit
+        self.mode = check_mode(mode)  # read every frame: the editor may switch it while the camera runs
+        self._transfer = None
         self.aligner = aligner or VideoAligner()
         # Aligned straight to the generator's size: that is what the inverter feeds its encoder and what the paste
         # maps back, so no resize sits in between.
@@ -204,22 +208,38 @@ class LivePipeline:
         timings["encode"] = (time.perf_counter() - t) * 1e3
         return ws
 
+    @property
+    def transfer(self):
+        """The stream's edit transfer: two face-mesh trackers (renders before/after the edit) and fields blended with
+        the previous frame's, which removes the flicker of frame-to-frame encoder noise."""
+        if self._transfer is None:
+            from engine.edit.transfer import EditTransfer, TransferSettings
+            from engine.faces.mesh import CropMesh
+
+            self._transfer = EditTransfer(TransferSettings(temporal=0.5),
+                                          meshes=(CropMesh(tracking=True), CropMesh(tracking=True)))
+        return self._transfer
+
     @torch.inference_mode()
     def finish(self, rgb: np.ndarray, face, ws, index: int = 0, timings: dict | None = None) -> LiveFrame:
-        """Edit the codes, render them and paste the face back into the frame."""
+        """Edit the codes, render them and carry the edit over to the frame (or paste the render back)."""
         from engine.faces import paste_back
 
         timings = dict(timings or {})
         if face is None or ws is None:
+            if self._transfer is not None:
+                self._transfer.reset()
             return LiveFrame(rgb, rgb, False, timings=timings, index=index)
         t1 = time.perf_counter()
         edited = self.edit(ws) if self.edit is not None else ws
         t2 = time.perf_counter()
         img = to_uint8(self.G.synthesis(edited, noise_mode="const")[0])
+        mode = self.mode
+        before = to_uint8(self.G.synthesis(ws, noise_mode="const")[0]) if mode == "transfer" else None
         t3 = time.perf_counter()
-        out = paste_back(rgb, img, face)
+        out = self.transfer(rgb, face, before, img) if mode == "transfer" else paste_back(rgb, img, face)
         t4 = time.perf_counter()
-        timings.update(edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, paste=(t4 - t3) * 1e3)
+        timings.update(edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, **{mode: (t4 - t3) * 1e3})
         return LiveFrame(rgb, out, True, face, ws, timings, index)
 
     def synthesize(self, rgb: np.ndarray, face, index: int = 0, timings: dict | None = None) -> LiveFrame:
@@ -234,6 +254,8 @@ class LivePipeline:
 
     def close(self) -> None:
         self.aligner.close()
+        if self._transfer is not None:
+            self._transfer.close()
 
 
 _UNALIGNED = object()  # a raw frame for the serial worker, which aligns it itself

@@ -185,20 +185,38 @@ def test_photo_is_aligned_inverted_and_pasted_back(qtbot, window, fixtures, tmp_
     panes = window.view.panes()
     assert [p.title for p in panes] == ["Original", "Edited"]
     assert np.array_equal(panes[0].rgb, photo)
+    # Edit transfer (the default): with every slider at 0 the edited photo is the photo, bit for bit.
+    assert window.photo.panel.mode.currentData() == "transfer"
     result = panes[1].rgb
-    assert result.shape == photo.shape
+    assert np.array_equal(result, photo)
+    assert "1 face found" in window.photo.panel.info.text()
+
+    # sliders edit the photo's latent; the edited photo follows, and only around the face
+    row = window.edits.panel.rows["sefa0"]
+    row.slider.setValue(row.slider.minimum())
+    wait_for_change(qtbot, window, result)
+    result = shown(window)
     diff = np.abs(result.astype(int) - photo.astype(int)).sum(-1)
-    # the face (around the aligned quad's centre) was replaced, the corners of the photo were not
+    assert diff.max() > 0 and diff[:40, :40].max() == 0 and diff[-40:, -40:].max() == 0
+
+    # regenerate: the generator's rendition is pasted in (the face is replaced, the corners are not)
+    window.photo.panel.mode.setCurrentIndex(window.photo.panel.mode.findData("regenerate"))
+    assert window.editor.edit_mode == "regenerate" and window.camera.panel.mode.currentData() == "regenerate"
+    wait_for_change(qtbot, window, result)
+    regen = shown(window)
+    diff = np.abs(regen.astype(int) - photo.astype(int)).sum(-1)
     quad = window.editor.photo.aligned.quad
     cx, cy = quad.mean(0).astype(int)
     assert diff[cy - 20 : cy + 20, cx - 20 : cx + 20].mean() > 10
     assert diff[:40, :40].max() == 0 and diff[-40:, -40:].max() == 0
-    assert "1 face found" in window.photo.panel.info.text()
 
-    # sliders edit the photo's latent; the pasted result follows
-    row = window.edits.panel.rows["sefa0"]
-    row.slider.setValue(row.slider.minimum())
-    wait_for_change(qtbot, window, result)
+    # "Tune to photo": a copy of the generator tuned to the face renders it from then on
+    window.photo.panel.tune_steps.setValue(10)
+    window.photo.panel.tune.click()
+    qtbot.waitUntil(lambda: "tuned 10 steps" in window.photo.panel.info.text(), timeout=TIMEOUT)
+    assert window.editor.photo.tuned is not None
+    wait_for_change(qtbot, window, regen)
+    window.photo.panel.mode.setCurrentIndex(window.photo.panel.mode.findData("transfer"))
     # save the pasted result
     out = tmp_path / "result.png"
     window.photo.save_result(str(out))
@@ -244,13 +262,15 @@ def _make_video(path, fixtures, frames=24):
 def test_video_as_camera_live_edit_and_snapshot(qtbot, window, fixtures, tmp_path):
     video = _make_video(tmp_path / "cam.avi", fixtures)
     frames = []
+    row = window.edits.panel.rows["sefa0"]
+    row.slider.setValue(row.slider.minimum())  # transfer shows the camera's own face, so give it an edit to show
     window.open_paths([str(video)])  # drag & drop of a video starts it as the camera
     assert window.camera.live is not None
     window.camera.live.frame.connect(lambda lf, fps: frames.append(lf))
     qtbot.waitUntil(lambda: any(f.face for f in frames), timeout=TIMEOUT)
     lf = next(f for f in frames if f.face)
     assert lf.output.shape == (480, 640, 3) and not np.array_equal(lf.output, lf.frame)
-    assert set(lf.timings) >= {"align", "encode", "render", "paste"}
+    assert set(lf.timings) >= {"align", "encode", "render", "transfer"}  # the frame's own face, edited
     assert [p.title for p in window.view.panes()][0] == "Camera"
     with qtbot.waitSignal(window.photoReady, timeout=TIMEOUT):
         window.camera_snapshot()
@@ -434,7 +454,7 @@ def test_bench_app_paths_run_on_a_small_model(model_dir):
                      serial_seconds=0.3)
     assert set(w["modes"]) == {"overlapped", "serial"} and w["mode"] in w["modes"]
     assert all(m["frames"] > 0 and m["faces_found_fraction"] > 0.5 for m in w["modes"].values())
-    assert set(w["stage_median_ms"]) == {"align", "encode", "edit", "render", "paste"}
+    assert set(w["stage_median_ms"]) == {"align", "encode", "edit", "render", "transfer"}
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,9 @@ class CameraPart(QObject):
         self.panel.snapshotRequested.connect(self.snapshot)
         self.panel.refreshRequested.connect(self.probe_cameras)
         self.panel.openVideoRequested.connect(self.choose_video)
+        self.panel.mode.set_mode(editor.edit_mode)
+        self.panel.mode.modeChosen.connect(editor.set_edit_mode)
+        editor.editModeChanged.connect(self._on_mode)
         self.panel.setEnabled(False)
         self.live: CameraController | None = None  # while the camera runs
         self._live_frame = None
@@ -89,7 +92,7 @@ class CameraPart(QObject):
             ed.notify(msg, "error", 8000)
             return
         self.stop_camera()
-        self.live = CameraController(self, ed.models, ed.session.edit_latent)
+        self.live = CameraController(self, ed.models, ed.session.edit_latent, ed.edit_mode)
         self.live.frame.connect(self._on_frame)
         self.live.failed.connect(self._on_failed)
         self.live.stopped.connect(self._on_stopped)
@@ -115,6 +118,11 @@ class CameraPart(QObject):
         frame = self._live_frame.frame.copy()
         self.stop_camera()
         self.snapshotTaken.emit(frame)
+
+    def _on_mode(self, mode: str):
+        self.panel.mode.set_mode(mode)
+        if self.live is not None:
+            self.live.set_mode(mode)
 
     def _on_source(self, source):
         if source is not Source.CAMERA and self.live is not None:  # another part took over what is edited
@@ -144,10 +152,11 @@ class CameraController(QObject):
     stopped = Signal()
     _posted = Signal()
 
-    def __init__(self, parent, models, edit):
-        """edit: ws -> edited ws, called on the runner's threads for every frame (the editor's current sliders)."""
+    def __init__(self, parent, models, edit, mode: str = "transfer"):
+        """edit: ws -> edited ws, called on the runner's threads for every frame (the editor's current sliders);
+        mode: "transfer" or "regenerate" (see engine.live.LivePipeline)."""
         super().__init__(parent)
-        self.models, self.edit = models, edit
+        self.models, self.edit, self.mode = models, edit, mode
         self.runner = None
         self.source = None
         self._lock = threading.Lock()
@@ -166,7 +175,7 @@ class CameraController(QObject):
             src = FrameSource(source)
             try:
                 ctx.check()
-                pipeline = LivePipeline(self.models.inverter(), edit=self.edit)
+                pipeline = LivePipeline(self.models.inverter(), edit=self.edit, mode=self.mode)
             except BaseException:
                 src.close()
                 raise
@@ -184,6 +193,12 @@ class CameraController(QObject):
     def _fail(self, msg):
         if not self._closing:
             self.failed.emit(msg)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch transfer/regenerate while running (the pipeline reads it every frame)."""
+        self.mode = mode
+        if self.runner is not None:
+            self.runner.pipeline.mode = mode
 
     def stop(self):
         self._closing = True

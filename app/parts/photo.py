@@ -26,6 +26,10 @@ class PhotoPart(QObject):
         self.panel.cancelRequested.connect(self.cancel)
         self.panel.saveRequested.connect(self.save_result)
         self.panel.refineRequested.connect(self.refine)
+        self.panel.tuneRequested.connect(self.tune)
+        self.panel.mode.set_mode(editor.edit_mode)
+        self.panel.mode.modeChosen.connect(editor.set_edit_mode)
+        editor.editModeChanged.connect(self._on_mode)
         self.panel.setEnabled(False)
         self._task = None
         self._ready_version: int | None = None  # photoReady fires on the first pasted frame at least this new
@@ -100,6 +104,7 @@ class PhotoPart(QObject):
         )
         self.panel.save.setEnabled(True)
         self.panel.refine_now.setEnabled(True)
+        self.panel.tune.setEnabled(True)
 
     def refine(self, steps: int | None = None):
         ed = self.editor
@@ -130,6 +135,36 @@ class PhotoPart(QObject):
         self._task = ed.track(run_task(jobs.refine_photo, ed.models, photo, steps, done=done, failed=failed,
                                        progress=self.panel.set_progress, cancelled=cancelled))
 
+    def tune(self, steps: int | None = None):
+        """Tune a copy of the generator to the face being edited; its renders then replace the model's for it."""
+        ed = self.editor
+        photo = ed.photo
+        if photo is None or ed.models is None:
+            return
+        steps = int(steps or self.panel.tune_steps.value())
+        self.panel.set_running(True, "tuning…")
+
+        def done(G):
+            self._task = None
+            self.panel.set_running(False)
+            photo.tuned = G
+            if ed.photo is photo and ed.source is Source.PHOTO:
+                self._on_source(Source.PHOTO)  # the post-process now renders with the tuned copy
+                ed.session.request_render()
+                self.panel.info.setText(f"{photo.name}: {photo.quality}")
+
+        def failed(msg):
+            self._task = None
+            self.panel.set_running(False)
+            ed.notify(f"tuning failed: {msg}", "error")
+
+        def cancelled():
+            self._task = None
+            self.panel.set_running(False)
+
+        self._task = ed.track(run_task(jobs.tune_photo, ed.models, photo, steps, done=done, failed=failed,
+                                       progress=self.panel.set_progress, cancelled=cancelled))
+
     def cancel(self):
         if self._task is not None:
             self._task.cancel()
@@ -150,25 +185,53 @@ class PhotoPart(QObject):
         if path:
             ed.write_image(frame.extra["pasted"], path)
 
+    def _on_mode(self, mode: str):
+        self.panel.mode.set_mode(mode)
+        if self.editor.source is Source.PHOTO:
+            self._on_source(Source.PHOTO)
+            self.editor.session.request_render()
+
     def _on_source(self, source):
-        """Paste every rendered face back into the photo while one is edited (on the render worker, so that the UI
-        thread only shows the result)."""
+        """While a photo is edited, every rendered frame becomes the edited photo (on the render worker, so that the
+        UI thread only shows the result): transfer carries the edit over to the photo's own pixels; regenerate pastes
+        the render back. A photo tuned to its face renders with its tuned copy of the generator."""
         if source is Source.CAMERA:
             return
-        s, photo = self.editor.session, self.editor.photo
+        ed = self.editor
+        s, photo = ed.session, ed.photo
         if source is not Source.PHOTO or photo is None:
             s.set_postprocess(None)
             return
+        from engine.edit.transfer import EditTransfer
 
-        def paste(frame):
+        mode, tuned, models = ed.edit_mode, photo.tuned, ed.models
+        transfer = EditTransfer()
+        befores: dict[str, object] = {}  # render of the photo's own codes, per model: what an edit is compared with
+
+        def render(G, ws):
+            from engine.render import to_uint8
+
+            return to_uint8(G.synthesis(ws, noise_mode="const"))[0]
+
+        def edited(name, G, image, ws):
             from engine.faces import paste_back
 
-            out = {"pasted": paste_back(photo.rgb, frame.main, photo.aligned)}
-            if frame.teacher is not None:
-                out["pasted_teacher"] = paste_back(photo.rgb, frame.teacher, photo.aligned)
+            if tuned is not None and name == "main":
+                G, image = tuned, render(tuned, ws)
+            if mode == "regenerate":
+                return paste_back(photo.rgb, image, photo.aligned)
+            key = (name, id(photo.ws))  # a refine replaces the photo's codes
+            if key not in befores:
+                befores[key] = render(G, photo.ws)
+            return transfer(photo.rgb, photo.aligned, befores[key], image)
+
+        def post(frame):
+            out = {"pasted": edited("main", models.G, frame.main, frame.ws)}
+            if frame.teacher is not None and models.teacher is not None:
+                out["pasted_teacher"] = edited("teacher", models.teacher, frame.teacher, frame.ws)
             return out
 
-        s.set_postprocess(paste)
+        s.set_postprocess(post)
 
     def _on_frame(self, frame):
         if self._ready_version is not None and "pasted" in frame.extra and self.editor.source is Source.PHOTO \
@@ -179,8 +242,10 @@ class PhotoPart(QObject):
     def restore(self, settings):
         self.panel.refine.setChecked(settings.value("photo/refine", False, bool))
         self.panel.steps.setValue(settings.value("photo/steps", 100, int))
+        self.panel.tune_steps.setValue(settings.value("photo/tune_steps", 100, int))
 
     def save(self, settings):
         settings.setValue("photo/refine", self.panel.refine.isChecked())
         settings.setValue("photo/steps", self.panel.steps.value())
+        settings.setValue("photo/tune_steps", self.panel.tune_steps.value())
 

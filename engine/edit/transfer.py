@@ -123,6 +123,12 @@ class EditTransfer:
         """Forget the previous frame (a cut, or the face left the picture)."""
         self._prev = None
 
+    def close(self) -> None:
+        """Release the face-mesh trackers this instance was given (the shared ones stay)."""
+        for mesh in self._meshes or ():
+            mesh.close()
+        self._meshes = False
+
     # -- in the aligned crop -----------------------------------------------------------------------------------------
     def fields(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(motion [n, n, 2] in crop pixels of the working size n, colour [n, n, 6]: gain (3) and offset (3, in

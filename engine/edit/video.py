@@ -197,6 +197,7 @@ class VideoEditor:
 
     def close(self) -> None:
         self.aligner.close()
+        self.transfer.close()
 
 
 def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bool = True,
