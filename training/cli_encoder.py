@@ -31,6 +31,8 @@ def add_arguments(p):
     p.add_argument("--latent-weight", type=float, default=None)
     p.add_argument("--pixel-weight", type=float, default=None)
     p.add_argument("--perceptual-weight", type=float, default=None)
+    p.add_argument("--perceptual", default=None, choices=["mobilenet_v2", "lpips-vgg"],
+                   help="perceptual loss: mobilenet_v2 (default) or lpips-vgg (LPIPS v0.1, the [metrics] extra)")
     p.add_argument("--eval-samples", type=int, default=64, help="held-out samples scored at each checkpoint")
     p.add_argument("--seed", type=int, default=0)
 
@@ -62,8 +64,10 @@ def run(args) -> int:
         raise UserError("--aligned describes the --data folder; give --data too")
     if args.resume and args.init:
         raise UserError("--init starts a new run; a resumed run continues from its own state")
-    if args.resume and any(getattr(args, n) is not None for n in ("input_size", "hidden")):
-        raise UserError("--input-size and --hidden are fixed when a run starts; drop them with --resume")
+    if args.resume and any(getattr(args, n) is not None for n in ("input_size", "hidden", "perceptual")):
+        raise UserError("--input-size, --hidden and --perceptual are fixed when a run starts; drop them with --resume")
+    if args.perceptual is not None:
+        cfg.perceptual = args.perceptual
     train_encoder(
         G,
         args.out,

@@ -38,6 +38,7 @@ from engine.errors import UserError
 from engine.io.checkpoints import atomic_write, build_generator, file_sha256, read_checkpoint, save_generator
 from engine.models.frechet import FeatureStats, frechet_distance_from_stats, mobilenet_features
 from engine.models.generator import Generator, seeds_to_z
+from engine.models.perceptual import BACKBONES as PERCEPTUAL_BACKBONES
 from engine.models.perceptual import PerceptualLoss
 from engine.render import make_grid, psnr, save_image, to_uint8
 from training import distributed
@@ -89,7 +90,8 @@ class DistillConfig:
     trunc_prob: float = 0.5  # probability of truncating a sample …
     psi_min: float = 0.5  # … with ψ uniform in [psi_min, 1]
     # Distillation loss
-    perceptual: str = "mobilenet_v2"  # backbone: mobilenet_v2 (installed) or vgg16 (needs `vgg`)
+    perceptual: str = "mobilenet_v2"  # backbone: mobilenet_v2 (installed), lpips-vgg (LPIPS v0.1 with its linear
+    #                                   layers, the [metrics] extra) or vgg16 (needs `vgg`)
     vgg: str | None = None  # torchvision vgg16 state dict file
     perceptual_size: int | None = None  # compare heads at this size; None: 128 … 256 (see training.losses)
     perceptual_weight: float = 1.0
@@ -163,6 +165,9 @@ class DistillConfig:
                 raise UserError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise UserError(f"amp must be auto, off, bf16 or fp16, not '{self.amp}'")
+        if self.perceptual not in PERCEPTUAL_BACKBONES:
+            raise UserError(f"unknown perceptual backbone '{self.perceptual}'; choose one of: "
+                            f"{', '.join(PERCEPTUAL_BACKBONES)}")
         if self.vgg and self.perceptual != "vgg16":
             raise UserError("a VGG file only applies to the vgg16 perceptual backbone (perceptual='vgg16')")
         if not 0 <= self.psi_min <= 1 or not 0 <= self.mix_prob <= 1 or not 0 <= self.trunc_prob <= 1:

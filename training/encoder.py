@@ -5,7 +5,7 @@ codes that differ across layers), renders them, and asks the encoder to recover 
 image, the way a user's photo arrives. Three losses:
 - latent: MSE between predicted and true codes in units of W's spread (the only term that says *which* codes),
 - pixel: MSE between the re-rendered prediction and the sample,
-- perceptual: PerceptualLoss between the same two.
+- perceptual: PerceptualLoss between the same two (MobileNetV2 by default, or LPIPS-VGG: cfg.perceptual).
 With a folder of photos, part of every batch is real aligned faces: they have no true codes, so they get the pixel
 and perceptual terms plus a small pull of the offsets toward w_avg. Without them the encoder only ever sees
 generator images and real photos fall off its training distribution.
@@ -51,6 +51,7 @@ class EncoderTrainConfig:
     latent_weight: float = 1.0
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0
+    perceptual: str = "mobilenet_v2"  # the perceptual loss: mobilenet_v2 or lpips-vgg (LPIPS v0.1, [metrics] extra)
     real_reg_weight: float = 0.01  # pull of real photos' offsets toward w_avg (they have no true codes)
     psi_min: float = 0.5  # truncation ψ drawn uniformly from [psi_min, 1]
     mix_prob: float = 0.5  # share of samples with two codes crossed over at a random layer
@@ -184,7 +185,7 @@ class EncoderTrainer:
         self.E = encoder.to(self.device).train().requires_grad_(True)
         self.data = data
         if self.cfg.perceptual_weight and perceptual is None:
-            perceptual = PerceptualLoss()
+            perceptual = PerceptualLoss(self.cfg.perceptual)
         self.perceptual = perceptual.to(self.device) if perceptual is not None else None
         backbone = list(self.E.backbone.parameters())
         ids = {id(p) for p in backbone}
@@ -416,7 +417,8 @@ def train_encoder(
             log(f"already trained {trainer.step_count} steps; raise --steps to train more")
             return trainer.E.eval(), {}
 
-    log(f"training an encoder on {dev} ({G.cfg.arch} {G.resolution}px, input {E.cfg.input_size}px, batch {cfg.batch})")
+    log(f"training an encoder on {dev} ({G.cfg.arch} {G.resolution}px, input {E.cfg.input_size}px, batch {cfg.batch}, "
+        f"perceptual loss {cfg.perceptual})")
     ema: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     t0 = time.time()

@@ -14,11 +14,11 @@ from torch import nn
 from engine.models.perceptual import PerceptualLoss
 
 
-def default_perceptual_size(resolution: int) -> int:
-    """Size at which a head of this resolution is compared: small heads are upsampled to 128 (the backbone's deep
-    layers would otherwise see mostly padding, see engine.models.perceptual), large ones capped at 256 (LPIPS'
-    usual working size; the cost grows with the square)."""
-    return min(max(resolution, 128), 256)
+def default_perceptual_size(resolution: int, min_size: int = 128) -> int:
+    """Size at which a head of this resolution is compared: small heads are upsampled to `min_size`, the backbone's
+    (128 for MobileNetV2, whose deep layers would otherwise see mostly padding, see engine.models.perceptual; 64 for
+    LPIPS-VGG), large ones capped at 256 (LPIPS' usual working size; the cost grows with the square)."""
+    return min(max(resolution, min_size), 256)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ class DistillationLoss(nn.Module):
         self.perceptual_size = perceptual_size
 
     def size_for(self, resolution: int) -> int:
-        return self.perceptual_size or default_perceptual_size(resolution)
+        return self.perceptual_size or default_perceptual_size(resolution, self.perceptual.min_size)
 
     def perceptual_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         """Per-head mean perceptual distance [H]. Heads compared at the same size share one backbone pass."""
@@ -61,10 +61,7 @@ class DistillationLoss(nn.Module):
             with torch.no_grad():  # the targets' features need no backward pass: half the backbone's cost
                 fy = self.perceptual.features(torch.cat([resize(teacher[i], size) for i in idx]).to(xs.dtype))
             fx = self.perceptual.features(xs)
-            # engine.models.perceptual's per-layer distance: squared chord between unit feature vectors, averaged
-            # over positions.
-            d = torch.stack([(a - b).float().square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fx, fy)], dim=1)
-            reduced = d.mean(dim=1) if self.perceptual.reduce_layers == "mean" else d.sum(dim=1)
+            reduced = self.perceptual.reduce(self.perceptual.feature_distances(fx, fy))
             for j, per_head in zip(idx, reduced.reshape(len(idx), -1).mean(dim=1)):
                 out[j] = per_head
         return torch.stack(out)  # type: ignore[arg-type]

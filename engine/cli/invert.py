@@ -30,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--lr", type=float, default=0.03, help="projector learning rate (W units)")
     p.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE beside the perceptual loss")
     p.add_argument("--reg-weight", type=float, default=0.01, help="pull of the codes toward their start")
+    p.add_argument("--perceptual", default="mobilenet_v2", choices=["mobilenet_v2", "lpips-vgg"],
+                   help="the projector's perceptual loss, also used for the reported distance: mobilenet_v2 (default) "
+                        "or lpips-vgg (LPIPS v0.1, the [metrics] extra)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu or cuda")
     p.add_argument("--out", "-o", required=True, help="the latent .npz; its comparison image goes beside it (.png)")
     p.add_argument("--image-out", default=None, help="where to write the comparison image (default: OUT with .png)")
@@ -61,7 +64,8 @@ def run(args) -> int:
     aligned = align_face(args.image, size=G.resolution)
     if aligned.faces > 1:
         print(f"{aligned.faces} faces found; inverting the largest")
-    inv = Inverter(G, E, lr=args.lr, pixel_weight=args.pixel_weight, reg_weight=args.reg_weight)
+    inv = Inverter(G, E, perceptual=args.perceptual, lr=args.lr, pixel_weight=args.pixel_weight,
+                   reg_weight=args.reg_weight)
     result = inv.invert(aligned, steps=steps, progress=True)
 
     m, m0 = result.metrics, result.start_metrics
@@ -89,6 +93,7 @@ def run(args) -> int:
             "requested_steps": steps,
             "noise_mode": "const",
             **inv.options,
+            "perceptual": inv.perceptual.config,
         },
         "metrics": {**m, "start": m0},
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
@@ -99,8 +104,9 @@ def run(args) -> int:
 
     start = "encoder" if E is not None else "w_avg"
     print(f"wrote {out} and {png} (left: aligned input, right: reconstruction)")
-    print(f"{start}: perceptual {m0['perceptual']:.4f}, PSNR {m0['psnr']:.2f} dB")
+    name = inv.perceptual.name
+    print(f"{start}: perceptual ({name}) {m0['perceptual']:.4f}, PSNR {m0['psnr']:.2f} dB")
     if proj is not None:
-        print(f"after {proj.steps} projector steps: perceptual {m['perceptual']:.4f}, PSNR {m['psnr']:.2f} dB "
+        print(f"after {proj.steps} projector steps: perceptual ({name}) {m['perceptual']:.4f}, PSNR {m['psnr']:.2f} dB "
               f"({result.timings['project']:.1f} s)")
     return 0

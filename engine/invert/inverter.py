@@ -41,7 +41,7 @@ class Inverter:
         self,
         G,  # the generator (teacher or student); the Inverter never changes it
         encoder: Encoder | None = None,  # None: start every projection from w_avg
-        perceptual=None,  # a PerceptualLoss to share; a MobileNetV2 one is made when None
+        perceptual=None,  # a PerceptualLoss to share, or a backbone name ("lpips-vgg"); None: MobileNetV2
         *,
         lr: float = 0.03,  # projector defaults, see engine.invert.projector.project
         pixel_weight: float = 1.0,
@@ -56,7 +56,9 @@ class Inverter:
             # channels_last: the backbone's depthwise convs run several times faster on CPU.
             encoder = encoder.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         self.encoder = encoder
-        self.perceptual = (perceptual or PerceptualLoss()).to(self.device)
+        if perceptual is None or isinstance(perceptual, str):
+            perceptual = PerceptualLoss(perceptual or "mobilenet_v2")
+        self.perceptual = perceptual.to(self.device)
         self.options = {"lr": lr, "pixel_weight": pixel_weight, "reg_weight": reg_weight}
         self._w_std: torch.Tensor | None = encoder.w_std.clone() if encoder is not None else None
         self._lock = threading.RLock()

@@ -1,10 +1,12 @@
 """VGG16 feature extractor (Simonyan & Zisserman 2015) with torchvision's `features.N.weight` layout.
 
-No VGG weights ship with the project or can be fetched offline, so `vgg16(path)` loads a file the user supplies:
-torchvision's `vgg16-397923af.pth` (or any state dict with the same `features.*` keys, optionally inside a
-`state_dict` entry), as a pickle-free `torch.load(weights_only=True)` or a `.safetensors` file. Only the
-convolutional part is built: the classifier is never used for perceptual features, so its keys are ignored.
-Inputs are ImageNet-normalised RGB batches, like `engine.models.mobilenet`.
+Two sources of weights, one network:
+- `vgg16(path)` loads a file the user supplies: torchvision's `vgg16-397923af.pth` (or any state dict with the same
+  `features.*` keys, optionally inside a `state_dict` entry), as a pickle-free `torch.load(weights_only=True)` or a
+  `.safetensors` file. Inputs are then ImageNet-normalised RGB batches, like `engine.models.mobilenet`.
+- `engine.metrics.lpips` builds it from the LPIPS package's copy of those ImageNet weights (the `[metrics]` extra),
+  through `from_state_dict`, with LPIPS' own input scaling.
+Only the convolutional part is built: the classifier is never used for perceptual features, so its keys are ignored.
 """
 
 from __future__ import annotations
@@ -71,15 +73,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def vgg16(path: str | Path) -> VGG16:
-    """VGG16 features in eval mode, with weights from `path` (torchvision layout). Raises UserError when the file
-    is missing or unreadable, or when its `features.*` keys or shapes don't match."""
-    if path is None or str(path) == "":
-        raise UserError("VGG16 needs a weights file: pass the path of torchvision's vgg16-397923af.pth")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"VGG16 weights file not found: {path}; pass the path of torchvision's vgg16-397923af.pth")
-    sd = _read_state_dict(path)
+def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> VGG16:
+    """VGG16 features in eval mode from a torchvision-layout state dict (`classifier.*` keys ignored). Raises
+    UserError naming `origin` when its `features.*` keys or shapes don't match."""
     model = VGG16()
     expected = model.state_dict()
     # A full torchvision checkpoint also has classifier.*; those layers are not built here.
@@ -89,14 +85,25 @@ def vgg16(path: str | Path) -> VGG16:
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise UserError(
-            f"{path} is not a torchvision VGG16 state dict ({detail}"
+            f"{origin} is not a torchvision VGG16 state dict ({detail}"
             f"{', …' if len(missing or unexpected) > 3 else ''}); expected keys like features.0.weight"
         )
     for k, v in expected.items():
         if given[k].shape != v.shape:
             raise UserError(
-                f"{path}: {k} has shape {tuple(given[k].shape)}, VGG16 needs {tuple(v.shape)}; "
+                f"{origin}: {k} has shape {tuple(given[k].shape)}, VGG16 needs {tuple(v.shape)}; "
                 "is this a different VGG variant?"
             )
     model.load_state_dict({k: given[k].float() for k in expected}, strict=True)
     return model.eval()
+
+
+def vgg16(path: str | Path) -> VGG16:
+    """VGG16 features in eval mode, with weights from `path` (torchvision layout). Raises UserError when the file
+    is missing or unreadable, or when its `features.*` keys or shapes don't match."""
+    if path is None or str(path) == "":
+        raise UserError("VGG16 needs a weights file: pass the path of torchvision's vgg16-397923af.pth")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"VGG16 weights file not found: {path}; pass the path of torchvision's vgg16-397923af.pth")
+    return from_state_dict(_read_state_dict(path), str(path))
