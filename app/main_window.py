@@ -207,6 +207,8 @@ class MainWindow(QMainWindow):
         act(dm, "&Open direction set…", e.choose_directions, "Ctrl+Shift+D")
         act(dm, "Sa&ve direction set…", e.save_directions, None)
         act(dm, "&Rename direction…", lambda: e.rename_dialog(self), "F2")
+        act(dm, "&Describe directions…", lambda: e.describe(self), "Ctrl+Shift+I",
+            "Measure what each slider moves (face mesh and pixels) and name it by that")
 
         vm = mb.addMenu("&View")
         self.act_side = act(vm, "&Teacher | student side by side", d.set_show_teacher, "T", checkable=True)

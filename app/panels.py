@@ -147,6 +147,7 @@ class DirectionsPanel(QGroupBox):
     computeRequested = Signal(str)  # "sefa" | "ganspace"
     openRequested = Signal()
     saveRequested = Signal()
+    locksChanged = Signal(list)  # the attributes to hold still while the sliders move
 
     def __init__(self, parent=None):
         super().__init__("Attributes", parent)
@@ -160,6 +161,14 @@ class DirectionsPanel(QGroupBox):
         self._rows.setContentsMargins(0, 0, 0, 0)
         self._rows.setSpacing(2)
         self._v.addWidget(self._rows_box)
+        # "Hold still": one toggle per attribute the set has a boundary for (a direction fitted to a measure).
+        self.locks_box = QWidget()
+        self._locks = QHBoxLayout(self.locks_box)
+        self._locks.setContentsMargins(0, 4, 0, 0)
+        self._locks.setSpacing(3)
+        self.lock_buttons: dict[str, QToolButton] = {}
+        self.locks_box.setVisible(False)
+        self._v.addWidget(self.locks_box)
         self.empty = _muted(
             "No directions yet. Compute them from the model's own weights (SeFa, a second) "
             "or from samples (GANSpace), or open a direction file."
@@ -202,6 +211,40 @@ class DirectionsPanel(QGroupBox):
         self.source.setText(source)
         self.source.setVisible(bool(source))
         self._sync_empty()
+
+    def set_lockable(self, attributes: list[str], locked=()):
+        """Toggles for the attributes that can be held still (the set's fitted boundaries)."""
+        for b in self.lock_buttons.values():
+            b.setParent(None)
+            b.deleteLater()
+        self.lock_buttons = {}
+        while self._locks.count():
+            item = self._locks.takeAt(0)
+            if item.widget() is not None:
+                item.widget().setParent(None)
+        if attributes:
+            self._locks.addWidget(_muted("Hold still:"))
+        for name in attributes:
+            b = QToolButton()
+            b.setText(name)
+            b.setCheckable(True)
+            b.setChecked(name in locked)
+            b.setToolTip(f"Keep {name} as it is while the other sliders move (its boundary is projected out of every "
+                         "other direction)")
+            b.toggled.connect(lambda _on: self.locksChanged.emit(self.locked()))
+            self._locks.addWidget(b)
+            self.lock_buttons[name] = b
+        self._locks.addStretch(1)
+        self.locks_box.setVisible(bool(attributes))
+
+    def locked(self) -> list[str]:
+        return [n for n, b in self.lock_buttons.items() if b.isChecked()]
+
+    def show_locks(self, locked) -> None:
+        for n, b in self.lock_buttons.items():
+            b.blockSignals(True)
+            b.setChecked(n in locked)
+            b.blockSignals(False)
 
     def _sync_empty(self):
         has = bool(self.rows)

@@ -423,6 +423,33 @@ def test_rename_and_save_directions(qtbot, window, tmp_path):
     assert load_directions(path, window.editor.models.G).names == ["sefa0", "sefa1", "smile", "sefa3"]
 
 
+def test_hold_still_toggles_lock_attributes(qtbot, window):
+    """A set with fitted attribute boundaries shows one 'Hold still' toggle per attribute; a toggle locks that
+    attribute for every slider (its boundary projected out), undo unlocks it, and the picture follows."""
+    from engine.io.directions import Direction, DirectionSet
+
+    s = window.editor.session
+    G = window.editor.models.G
+    v = s.directions["sefa0"].vector + s.directions["sefa1"].vector  # overlaps sefa0: locking it bends sefa0
+    yaw = Direction("yaw", v / v.norm(), (0, G.num_ws - 1), (-3, 3), "attributes", {"attribute": "yaw"})
+    window.edits.add_directions(DirectionSet.for_model(G, [yaw]), "fitted")
+    qtbot.waitUntil(lambda: "yaw" in window.edits.panel.lock_buttons, timeout=TIMEOUT)
+    row = window.edits.panel.rows["sefa0"]
+    row.slider.setValue(row.slider.maximum())
+    qtbot.waitUntil(lambda: "sefa0" in s.state.alphas, timeout=TIMEOUT)
+    s.wait_idle(timeout=30)
+    qtbot.waitUntil(lambda: window.display.last_frame is not None
+                    and window.display.last_frame.version >= s.version, timeout=TIMEOUT)
+    free = shown(window)
+    window.edits.panel.lock_buttons["yaw"].click()
+    assert s.state.locks == ("yaw",)
+    wait_for_change(qtbot, window, free)
+    d = s.edit_terms()[0][0]
+    assert abs(float(d.vector @ (v / v.norm()))) < 1e-5
+    window.undo()
+    assert s.state.locks == () and not window.edits.panel.lock_buttons["yaw"].isChecked()
+
+
 def test_keyboard_shortcuts(qtbot, window):
     from PySide6.QtCore import Qt
 

@@ -24,6 +24,7 @@ class EditsPart(QObject):
         self.panel.computeRequested.connect(self.compute_directions)
         self.panel.openRequested.connect(self.choose_directions)
         self.panel.saveRequested.connect(self.save_directions)
+        self.panel.locksChanged.connect(self._on_locks)
         self.mix_panel = MixPanel()
         self.mix_panel.changed.connect(self._on_mix)
         self.mix_panel.useCurrentRequested.connect(self._capture_mix)
@@ -68,13 +69,22 @@ class EditsPart(QObject):
         for name, row in self.panel.rows.items():
             row.set_alpha(state.alphas.get(name, 0.0))
             row.set_layers(*s.edit_layers(name))
+        self.panel.show_locks(state.locks)
         if not self._mix_matches(state.mix):
             self.mix_panel.show_mix(state.mix)
+
+    def _on_locks(self, names: list):
+        try:
+            self._session().set_locks(names)
+        except Exception as e:  # noqa: BLE001
+            self.editor.notify(str(e), "error")
 
     def _show_directions(self, *_):
         s = self._session()
         items = [(d.name, s.edit_layers(d.name), s.alpha(d.name), d.slider) for d in s.directions]
         self.panel.set_directions(items, s.num_ws, self._source)
+        lockable = list(dict.fromkeys(d.info["attribute"] for d in s.directions if d.info.get("attribute")))
+        self.panel.set_lockable(lockable, s.state.locks)
         for row in self.panel.rows.values():
             row.alphaChanged.connect(self._on_alpha)
             row.layersChanged.connect(self._on_layers)
@@ -113,6 +123,26 @@ class EditsPart(QObject):
         new, ok = QInputDialog.getText(parent, "Rename direction", f"New name for '{old}':", text=old)
         if ok and new.strip():
             self.rename(old, new.strip())
+
+    def describe(self, parent=None):
+        """Measure what every direction moves (face mesh and pixels on held-out seeds), show the heat map and the
+        table, and offer the proposed names."""
+        from app.describe import DescribeDialog
+
+        ed = self.editor
+        if ed.models is None or not self.names:
+            ed.notify("open or compute directions first")
+            return
+        dlg = DescribeDialog(parent, ed.models.G, self._session().directions)
+        dlg.namesChosen.connect(self._apply_names)
+        dlg.show()
+        self._describe_dialog = dlg  # kept alive while open
+
+    def _apply_names(self, names: dict):
+        s = self._session()
+        with s.group("names from Describe"):
+            for old, new in names.items():
+                self.rename(old, new)
 
     def compute_directions(self, method: str):
         ed = self.editor

@@ -26,6 +26,9 @@ def add_edit_arguments(p) -> None:
     p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
     p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
                    help="a direction and its amount, e.g. 'mouth open=+4' (W+ layers a-b optional); repeatable")
+    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
+                   help="hold these attributes still while editing, e.g. yaw,pitch (their fitted boundaries must be "
+                        "in the direction set)")
     p.add_argument("--mode", default="transfer", choices=["transfer", "regenerate"],
                    help="transfer (default): your own pixels, changed only by the edit; regenerate: the "
                         "generator's rendition of the face pasted in (for stylized models)")
@@ -34,7 +37,7 @@ def add_edit_arguments(p) -> None:
 def load_edit_setup(args):
     """(G, Inverter, [(Direction, α, layers)]) for the edit commands; notes for the user are printed."""
     from engine.assets import DIRECTIONS
-    from engine.edit.ops import resolve_edits
+    from engine.edit.ops import parse_locks, resolve_edits
     from engine.invert import Inverter, pick_encoder
     from engine.io.directions import load_directions
 
@@ -49,5 +52,5 @@ def load_edit_setup(args):
             from engine.errors import UserError
 
             raise UserError("--edit needs --directions FILE.npz (make one with: main.py directions --out FILE.npz)")
-        edits = resolve_edits(args.edit, load_directions(path, G), G.num_ws)
+        edits = resolve_edits(args.edit, load_directions(path, G), G.num_ws, parse_locks(args.lock))
     return G, Inverter(G, E), edits

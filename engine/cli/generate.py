@@ -29,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
     p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
                    help="apply a direction, e.g. smile=+2.0 or age=-1@4-7 (W+ layers 4-7); repeatable")
+    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
+                   help="hold these attributes still while editing, e.g. yaw,pitch (needs their fitted boundaries "
+                        "in the direction set: main.py directions --method attributes)")
 
 
 def run(args) -> int:
@@ -61,11 +64,11 @@ def run(args) -> int:
 
 def _apply_edits(ws, G, args):
     from engine.assets import DIRECTIONS
-    from engine.edit.ops import apply_edits, resolve_edits
+    from engine.edit.ops import apply_edits, parse_locks, resolve_edits
     from engine.io.directions import load_directions
 
     path = args.directions or (DIRECTIONS if DIRECTIONS.exists() else None)
     if path is None:
         raise UserError("--edit needs --directions FILE.npz (make one with: main.py directions --out FILE.npz)")
     dset = load_directions(path, G)
-    return apply_edits(ws, resolve_edits(args.edit, dset, G.num_ws))
+    return apply_edits(ws, resolve_edits(args.edit, dset, G.num_ws, parse_locks(args.lock)))

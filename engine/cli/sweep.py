@@ -28,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--edit", required=True, help="the direction to sweep")
     p.add_argument("--range", default=None, metavar="LO:HI", help="amounts to sweep (default: the slider's range)")
     p.add_argument("--layers", default=None, help="W+ layers a-b to edit (default: the direction's)")
+    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
+                   help="hold these attributes still while sweeping, e.g. yaw,pitch (fitted boundaries needed)")
     p.add_argument("--also", action="append", default=[], metavar="NAME=AMOUNT",
                    help="a fixed edit applied to every frame (repeatable)")
     p.add_argument("--frames", type=int, default=48)
@@ -53,7 +55,7 @@ def _parse_range(text: str) -> tuple[float, float]:
 def run(args) -> int:
     from engine.assets import DIRECTIONS
     from engine.edit.layers import parse_layers
-    from engine.edit.ops import apply_edits, resolve_edits
+    from engine.edit.ops import apply_edits, parse_locks, resolve_edits
     from engine.edit.sweep import alphas_for, render_sweep, write_video
     from engine.io.directions import load_directions
     from engine.io.latents import load_latent, same_w_space
@@ -84,7 +86,12 @@ def run(args) -> int:
         ws = G.mapping.truncate(ws[args.index : args.index + 1], 1.0 if args.psi is None else args.psi)
     else:
         ws = G.mapping(seeds_to_z([args.seed], G.z_dim), psi=0.7 if args.psi is None else args.psi)
-    ws = apply_edits(ws, resolve_edits(args.also, dset, G.num_ws))
+    locks = parse_locks(args.lock)
+    ws = apply_edits(ws, resolve_edits(args.also, dset, G.num_ws, locks))
+    if locks:
+        from engine.edit.labelled import boundaries_for, lock
+
+        d = lock(d, boundaries_for(dset, locks))
     batch = torch.cat([apply_edits(ws, [(d, float(a), layers)]) for a in alphas])
 
     bar = tqdm(total=len(batch), desc="sweep", unit="frame")

@@ -58,13 +58,29 @@ def parse_edit(text: str) -> tuple[str, float, str | None]:
     return name.strip(), alpha, (layers.strip() if at else None)
 
 
-def resolve_edits(texts, directions, num_ws: int) -> list[tuple[Direction, float, tuple[int, int]]]:
-    """Parse `--edit` strings against a DirectionSet into apply_edits' (Direction, α, layers) terms."""
+def resolve_edits(texts, directions, num_ws: int, locks=()) -> list[tuple[Direction, float, tuple[int, int]]]:
+    """Parse `--edit` strings against a DirectionSet into apply_edits' (Direction, α, layers) terms; `locks`
+    (attribute names, e.g. from `--lock yaw,pitch`) are held still by every edit (engine.edit.labelled.lock)."""
     from engine.edit.layers import parse_layers
 
+    held = []
+    if locks:
+        from engine.edit.labelled import boundaries_for
+
+        held = boundaries_for(directions, locks)
     out = []
     for t in texts or ():
         name, alpha, layer_text = parse_edit(t)
         d = directions[name]
+        if held:
+            from engine.edit.labelled import lock
+
+            d = lock(d, held)
         out.append((d, alpha, parse_layers(layer_text, num_ws, default=d.layers)))
     return out
+
+
+def parse_locks(text) -> list[str]:
+    """'yaw,pitch' (or repeated options) → ['yaw', 'pitch']."""
+    items = text if isinstance(text, (list, tuple)) else [text or ""]
+    return [a.strip() for t in items for a in str(t).split(",") if a.strip()]

@@ -60,6 +60,7 @@ class EditState:
     alphas: dict = field(default_factory=dict)  # direction name -> α (only non-zero amounts are kept)
     layers: dict = field(default_factory=dict)  # direction name -> (a, b) overriding the direction's own range
     mix: Mix | None = None
+    locks: tuple = ()  # attributes held still by every edit (their boundaries projected out of each direction)
 
 
 def _announcing(method):
@@ -414,6 +415,32 @@ class EditSession:
             return self._push(dataclasses.replace(cur, mix=None), "no mixing", ("mix",))
 
     @_announcing
+    def set_locks(self, attributes) -> bool:
+        """Hold these attributes still while the sliders move (InterFaceGAN's conditional manipulation): each
+        direction gets the locked attributes' boundaries in the direction set projected out (engine.edit.labelled)."""
+        from engine.edit.labelled import boundaries_for
+
+        locks = tuple(dict.fromkeys(str(a).strip() for a in attributes if str(a).strip()))
+        boundaries_for(self.directions, locks)  # a lock without a boundary is an error now, not at render time
+        with self._lock:
+            cur = self.state
+            if cur.locks == locks:
+                return False
+            label = f"hold {', '.join(locks)} still" if locks else "no locks"
+            return self._push(dataclasses.replace(cur, locks=locks), label, ("locks",))
+
+    def edit_terms(self, state: EditState | None = None) -> list:
+        """apply_edits' (Direction, α, layers) terms of a state, with its locks applied to each direction."""
+        st = self.state if state is None else state
+        terms = [(self.directions[n], a, st.layers.get(n)) for n, a in st.alphas.items()]
+        if st.locks and terms:
+            from engine.edit.labelled import boundaries_for, lock
+
+            held = boundaries_for(self.directions, st.locks)
+            terms = [(lock(d, held), a, rng) for d, a, rng in terms]
+        return terms
+
+    @_announcing
     def reset(self) -> bool:
         """Back to the bare base latent: no edits, no layer overrides, ψ = 1, no mixing (undoable)."""
         with self._lock:
@@ -454,7 +481,7 @@ class EditSession:
             if s.mix is not None:
                 ws = style_mix(ws, s.mix.ws, s.mix.layers)
             ws = self.G.mapping.truncate(ws, s.psi, s.cutoff)
-            edits = [(self.directions[name], alpha, s.layers.get(name)) for name, alpha in s.alphas.items()]
+            edits = self.edit_terms(s)
             ws = apply_edits(ws, edits) if edits else ws.clone()
             if state is None:
                 self._ws_cache = (self._version, ws)
@@ -469,7 +496,7 @@ class EditSession:
         st = self.state
         if st.mix is not None:
             ws = style_mix(ws, st.mix.ws, st.mix.layers)
-        terms = [(self.directions[n], a, st.layers.get(n)) for n, a in st.alphas.items()]
+        terms = self.edit_terms(st)
         return apply_edits(ws, terms) if terms else ws
 
     def save_latent(self, path, **meta) -> Path:
@@ -480,6 +507,7 @@ class EditSession:
             "base": s.base_info, "psi": s.psi, "cutoff": s.cutoff,
             "edits": {k: {"alpha": v, "layers": list(self.edit_layers(k))} for k, v in s.alphas.items()},
             "mix": None if s.mix is None else {"layers": list(s.mix.layers), "source": s.mix.label},
+            "locks": list(s.locks),
             **meta,
         }
         return save_latent(path, ws, self.G, **info)
