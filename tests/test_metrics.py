@@ -243,6 +243,24 @@ def test_fid_sanity_on_small_sets(inception):
 # --- main.py eval -----------------------------------------------------------------------------------------------
 
 
+def test_feature_cache_finds_what_it_stored_and_ignores_damage(tmp_path):
+    from engine.metrics.evaluate import FeatureCache
+
+    cache = FeatureCache(tmp_path)
+    key = {"images": {"sha256": "ab", "count": 3, "seed": 0}}
+    feats = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert cache.get(key) is None
+    cache.put(key, feats)
+    np.testing.assert_array_equal(cache.get(key), feats)
+    assert cache.get({"images": {"sha256": "ab", "count": 3, "seed": 1}}) is None
+    (npy,) = tmp_path.glob("*.npy")
+    npy.write_bytes(b"damaged")
+    assert cache.get(key) is None
+    assert FeatureCache(None).get(key) is None
+
+
+
+
 def test_eval_end_to_end_with_its_cache(tmp_path, capsys):
     out, cache = tmp_path / "eval.json", tmp_path / "cache"
     args = ["eval", "--samples", "4", "--cache", str(cache), "--no-progress", "--out", str(out)]

@@ -43,7 +43,8 @@ _FLAGS: dict[str, tuple] = {
     "--ckpt-every": (int, "steps between checkpoints"),
     "--eval-every": (int, "steps between evaluations, 0 = off"),
     "--eval-count": (int, "fixed latents for perceptual distance and PSNR"),
-    "--fd-count": (int, "samples for FD-MobileNetV2 against the teacher, 0 = off"),
+    "--fd-count": (int, "samples for FD-MobileNetV2 (a quick proxy, not FID: main.py eval gives FID) against the "
+                        "teacher, 0 = off"),
 }
 
 

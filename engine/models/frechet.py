@@ -1,11 +1,13 @@
-"""Fréchet distance on MobileNetV2 features (FD-MobileNetV2).
+"""The Fréchet distance, and FD-MobileNetV2: a quick proxy for FID used to monitor training.
 
 The Fréchet distance between Gaussians fitted to two feature sets,
     FD = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^½),
-computed here on the 1280-d pooled feature of the ImageNet MobileNetV2 in `engine.models.mobilenet`, with images
-resized to 224. It is *not* FID: FID is defined on Inception-v3 features, whose weights we do not have offline, so
-numbers from here are only comparable with other FD-MobileNetV2 numbers (same inputs, same resizing, same sample
-counts; the estimate is biased upwards for small sample counts).
+is computed here (`FeatureStats`, `frechet_distance`) for both metrics that use it. FID is it on the NVlabs
+Inception-v3 features (`engine.metrics.fid`, from the [metrics] extra). FD-MobileNetV2 is it on the 1280-d pooled
+feature of the ImageNet MobileNetV2 in `engine.models.mobilenet`, images resized to 224: ~0.3 GFLOPs an image against
+Inception's ~5.7, so the distiller's periodic evaluation uses it, but it is *not* FID and its numbers are only
+comparable with other FD-MobileNetV2 numbers (same inputs, same resizing, same sample counts; the estimate is biased
+upwards for small sample counts). Report FID (`main.py eval`) for results.
 """
 
 from __future__ import annotations
