@@ -243,7 +243,8 @@ class ExportDialog(JobDialog):
         h.setContentsMargins(0, 0, 0, 0)
         for key, label, tip in (
             ("coreml", "Core ML", "iOS / macOS .mlpackage (structural checks; Core ML runs only on Apple devices)"),
-            ("tflite", "TFLite", "Android / LiteRT .tflite, FP32 and FP16, run and compared here"),
+            ("tflite", "TFLite", "Android / LiteRT .tflite, FP32 and FP16 (and 8-bit with int8), run and compared "
+                                 "here"),
             ("onnx", "ONNX", "onnxruntime (desktop, web, mobile), run and compared here"),
         ):
             cb = QCheckBox(label)
@@ -253,11 +254,24 @@ class ExportDialog(JobDialog):
             h.addWidget(cb)
         h.addStretch(1)
         self.precision = QComboBox()
-        self.precision.addItems(["fp16", "fp32"])
+        self.precision.addItems(["fp16", "fp32", "int8"])
         self.precision.setCurrentText(settings.value("export/precision", "fp16", str))
-        self.precision.setToolTip("Core ML's precision; TFLite is always written in both, ONNX in FP32")
+        self.precision.setToolTip("Core ML's precision (int8: 8-bit weights); TFLite is always written in FP32 and "
+                                  "FP16, plus two 8-bit files with int8; ONNX in FP32")
+        self.bits = QComboBox()
+        self.bits.addItems(["8", "6", "4"])
+        self.bits.setToolTip("With int8: Core ML weight bits (8 linear; 6 or 4 palettised, smaller, softer)")
+        self.bits.setEnabled(self.precision.currentText() == "int8")
+        self.precision.currentTextChanged.connect(lambda p: self.bits.setEnabled(p == "int8"))
         self.with_directions = QCheckBox("Include the direction set (sliders on the phone)")
         self.with_directions.setChecked(True)
+        has_encoder = self.models.encoder is not None
+        self.with_encoder = QCheckBox("Include the encoder (the phone takes a face in)")
+        self.with_encoder.setChecked(has_encoder)
+        self.with_encoder.setEnabled(has_encoder)
+        self.fused = QCheckBox("One fused stylizer model too (face + sliders → edited face)")
+        self.fused.setEnabled(has_encoder)
+        self.with_encoder.toggled.connect(self.fused.setEnabled)
         default_out = Path(settings.value("dirs/export", str(Path.home()), str)) / f"{Path(G.source_path).stem}-export"
         self.out_path = QLineEdit(str(default_out))
         self.force = QCheckBox("Replace an earlier export in this folder")
@@ -273,7 +287,10 @@ class ExportDialog(JobDialog):
         self.form.addRow("Model", QLabel(f"{Path(G.source_path).name} · {G.cfg.arch} · {G.resolution} px"))
         self.form.addRow("Formats", fmts)
         self.form.addRow("Precision", self.precision)
+        self.form.addRow("Core ML bits", self.bits)
         self.form.addRow("", self.with_directions)
+        self.form.addRow("", self.with_encoder)
+        self.form.addRow("", self.fused)
         self.form.addRow("Output folder", _path_row(self.out_path, self._browse))
         self.form.addRow("", self.force)
         self.layout().insertWidget(3, self.details)
@@ -305,6 +322,9 @@ class ExportDialog(JobDialog):
         session = self.editor.session
         dset = session.directions if (self.with_directions.isChecked() and session) else None
         G = self.models.G
+        encoder = self.models.encoder if self.with_encoder.isChecked() else False
+        fused = self.fused.isChecked() and self.fused.isEnabled() and encoder is not False
+        bits = int(self.bits.currentText()) if precision == "int8" else 8
         takes_callback = "callback" in inspect.signature(export_model).parameters
 
         def job(ctx):
@@ -325,7 +345,7 @@ class ExportDialog(JobDialog):
                     kw["callback"] = lambda step, total, text="": ctx.progress(step, total, text)
                 try:
                     manifest = export_model(model, out, fmts, precision, directions=dpath, force=force,
-                                            progress=False, **kw)
+                                            progress=False, encoder=encoder, fused=fused, bits=bits, **kw)
                     return manifest, None
                 except Exception as e:  # noqa: BLE001 - a failed verification still wrote files worth showing
                     from engine.export import VerificationError
@@ -358,3 +378,4 @@ class ExportDialog(JobDialog):
             self.show_result(msg, False)
 
         self.task = run_task(job, done=done, failed=failed, progress=self.on_progress)
+

@@ -15,7 +15,9 @@ def add_arguments(p):
     p.add_argument("--repeats", type=int, default=20, help="timed runs per network (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--only", default=None, help="comma-separated subset, e.g. 'teacher-256,student-256'")
-    p.add_argument("--exported", default=None, help="benchmark an export folder (ONNX/TFLite vs PyTorch) instead")
+    p.add_argument("--exported", default=None,
+                   help="benchmark an export folder instead: its ONNX/TFLite files vs PyTorch, with 1 and 2 threads "
+                        "(--threads for one count)")
     p.add_argument("--app", action="store_true", help="also measure the editor's slider-to-frame and webcam paths")
     p.add_argument("--half", nargs="+", default=None, metavar="MODEL",
                    help="instead: PSNR of each model computed in float16 (as phone GPUs do) against float32")
@@ -33,7 +35,8 @@ def run(args) -> int:
     if args.exported:
         from engine.export.bench import bench_exported
 
-        return bench_exported(Path(args.exported), repeats=args.repeats, out=args.out, threads=args.threads or 2)
+        return bench_exported(Path(args.exported), repeats=args.repeats, out=args.out,
+                              threads=args.threads or (1, 2))
     configs = standard_configs()
     names = args.only.split(",") if args.only else list(configs)
     results = {}

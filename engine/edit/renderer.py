@@ -5,6 +5,11 @@ latent, now or on a worker thread.
 only (requests made while it is busy are merged into one), keeps it as `latest_frame()` and hands it to the
 requests' callbacks and to `on_frame`, on the worker thread. The last image of each model is cached with the W+ it
 came from, so a W+ seen last (undo, redo, a slider back where it was) costs no network pass.
+
+The switch `fast` (default engine.runtime.FAST_SYNTHESIS, from BLAZESTUDIO_FAST_SYNTHESIS) renders students with
+engine.runtime.fast_synthesis: the fastest runtime that reproduces G.synthesis, chosen on the model's first render
+("torch": in-process, about a second; "all": ONNX Runtime and LiteRT too, converted on a background thread while
+PyTorch renders, then switched to); "off" renders with G.synthesis.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine import runtime as rt
 from engine.errors import UserError
 from engine.render import side_by_side, to_uint8
 
@@ -59,7 +65,8 @@ class Frame:
 class Renderer:
     """Renders W+ with {name: Generator} (the first is the main model) into Frames; see the module's docstring."""
 
-    def __init__(self, models: dict, noise_mode: str = "const", on_frame: Callable[[Frame], None] | None = None):
+    def __init__(self, models: dict, noise_mode: str = "const", on_frame: Callable[[Frame], None] | None = None,
+                 fast: str | None = None):
         self.models = models
         self.main_name = next(iter(models))
         self.noise_mode = noise_mode
@@ -75,6 +82,53 @@ class Renderer:
         self._worker: threading.Thread | None = None
         self._busy = False
         self.closed = False
+        self._fast: dict[str, object] = {}  # name → engine.runtime.FastSynthesis, or None while one is being built
+        self._fast_mode = rt.FAST_SYNTHESIS
+        self.set_fast(rt.FAST_SYNTHESIS if fast is None else fast)
+
+    # -- the synthesis call ----------------------------------------------------------------------------------------
+    def set_fast(self, mode: str) -> None:
+        """"off", "torch" or "all" (see the module's docstring); models already sped up are chosen again."""
+        if mode not in rt.FAST_MODES:
+            raise UserError(f"fast synthesis mode must be one of {', '.join(rt.FAST_MODES)}, not {mode!r}")
+        with self._render_lock:
+            self._fast_mode, self._fast = mode, {}
+
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """The runtime each model renders with now: 'pytorch', 'pytorch-folded', 'onnxruntime' or 'litert'."""
+        return {n: getattr(self._fast.get(n), "runtime", None) or "pytorch" for n in self.models}
+
+    def _synthesis(self, name: str):
+        G = self.models[name]
+        mode = self._fast_mode
+        if mode == "off" or self.noise_mode != "const" or not G.is_student:
+            return lambda ws: G.synthesis(ws, noise_mode=self.noise_mode)
+        if name not in self._fast:
+            if mode == "all":  # conversions take tens of seconds: PyTorch renders meanwhile
+                self._fast[name] = None
+                threading.Thread(target=self._build_fast, args=(name, G, mode), daemon=True,
+                                 name=f"blazestudio-fast-{name}").start()
+            else:
+                self._fast[name] = rt.fast_synthesis(G, threads=torch.get_num_threads(), runtimes=rt.CANDIDATES[mode])
+        return self._fast[name] or (lambda ws: G.synthesis(ws, noise_mode="const"))
+
+    def _build_fast(self, name: str, G, mode: str) -> None:
+        import os
+
+        try:  # the conversion must not take the CPU from the renders and the UI (Linux: per-thread nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        threads = torch.get_num_threads()
+        try:
+            fs = rt.fast_synthesis(G, threads=threads, runtimes=rt.CANDIDATES[mode])
+        except Exception:  # an optimisation, never a reason to stop rendering
+            traceback.print_exc()
+            return
+        with self._render_lock:
+            if self._fast_mode == mode and not self.closed:
+                self._fast[name] = fs
 
     def set_postprocess(self, fn: Callable[[Frame], dict] | None) -> None:
         with self._cond:
@@ -97,7 +151,7 @@ class Renderer:
                     frame.images[name], frame.ms[name] = hit[1], 0.0
                     continue
                 t = time.perf_counter()
-                img = to_uint8(self.models[name].synthesis(ws, noise_mode=self.noise_mode))[0]
+                img = to_uint8(self._synthesis(name)(ws))[0]
                 img.setflags(write=False)  # shared by the cache and every frame that reuses it
                 frame.ms[name] = (time.perf_counter() - t) * 1000
                 frame.images[name] = img

@@ -15,7 +15,10 @@ from engine.errors import UserError
 from engine.io.checkpoints import file_sha256
 
 FORMATS = ("coreml", "tflite", "onnx")
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")  # --precision: Core ML's (int8: compressed weights), and TFLite's int8 files
+BITS = (8, 6, 4)  # Core ML weight bits with int8: 8 = linear quantisation, 6 and 4 = palettisation (a k-means LUT)
+# The networks an export can hold, in the order they are converted.
+MODELS = ("synthesis", "mapping", "encoder", "stylizer")
 
 # What each format needs at export time (pip names in pyproject.toml's [export] extra).
 _REQUIRES = {

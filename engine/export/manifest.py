@@ -12,7 +12,7 @@ import numpy as np
 from engine.errors import UserError
 
 FORMAT = "blazestudio-export"
-VERSION = 1
+VERSION = 2  # 2: encoder and fused stylizer models, `pipeline`, 8-bit files, `sizes`
 
 TRUNCATION = "ws[i] = w_avg + psi * (w - w_avg) for i < cutoff (all i when no cutoff); psi = 1: no truncation"
 EDIT = (
@@ -60,6 +60,92 @@ def synthesis_io(G, fmt: str) -> tuple[list[dict], list[dict]]:
             }
         ]
     return inputs, outputs
+
+
+FACE = "x = pixel / 127.5 - 1: the aligned crop's 0..255 RGB values mapped to -1..1"
+
+
+def _face_input(G, fmt: str) -> dict:
+    r = G.resolution
+    if fmt == "coreml":
+        return {"name": "face", "type": "image", "color_layout": "RGB", "width": r, "height": r,
+                "note": "the aligned face crop (CVPixelBuffer); Core ML applies " + FACE}
+    return {"name": "face", "shape": [1, 3, r, r], "dtype": "float32", "layout": "NCHW, channels R, G, B",
+            "range": [-1, 1], "note": "the aligned face crop (see pipeline.alignment), " + FACE}
+
+
+def _image_output(G, fmt: str) -> dict:
+    return synthesis_io(G, fmt)[1][0]
+
+
+def encoder_io(G, fmt: str) -> tuple[list[dict], list[dict]]:
+    outputs = [{"name": "ws", "shape": [1, G.num_ws, G.w_dim], "dtype": "float32",
+                "note": "the face's W+; add slider edits (directions.apply), then run synthesis"}]
+    return [_face_input(G, fmt)], outputs
+
+
+def stylizer_io(G, fmt: str, num_sliders: int) -> tuple[list[dict], list[dict]]:
+    alphas = {"name": "alphas", "shape": [1, num_sliders], "dtype": "float32",
+              "note": "one value per slider, in pipeline.sliders order (0 = no edit; ranges there)"}
+    return [_face_input(G, fmt), alphas], [_image_output(G, fmt)]
+
+
+def pipeline(G, dir_doc: dict | None, models: list[str]) -> dict:
+    """What a phone does around the models, from a camera frame or photo to the edited photo: the alignment (FFHQ's
+    quad from the eyes and the mouth), the crop's normalisation, the sliders and the paste-back. Formulas in image
+    pixels (x right, y down); `engine/faces` does the same on the desktop."""
+    from engine.faces.landmarks import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, MOUTH_IMAGE_LEFT, MOUTH_IMAGE_RIGHT
+    from engine.faces.paste import DEFAULT_FEATHER, FACE_CENTER, FACE_RADII
+
+    r = G.resolution
+    doc = {
+        "steps": [
+            "landmarks: find the face's eyes and mouth corners (MediaPipe Face Landmarker, or Apple Vision)",
+            "quad: the FFHQ crop square from those four points (alignment.quad)",
+            f"crop: warp the quad to a {r}×{r} RGB image (alignment.crop)",
+            "normalise: x = pixel / 127.5 - 1, NCHW float32 (Core ML: pass the crop as an image)",
+            "model: stylizer (crop + sliders → image) or encoder → W+ + Σ alpha·d → synthesis",
+            "image: pixel = round(clamp((x + 1) / 2, 0, 1) * 255)",
+            "paste back: warp the image into the photo with the inverse of the crop's transform, blended by the "
+            "feathered ellipse (paste_back)",
+        ],
+        "face_input": {"size": r, "layout": "NCHW, channels R, G, B", "normalisation": FACE},
+        "alignment": {
+            "recipe": "FFHQ (Karras et al. 2019, recreate_aligned_images), as engine/faces/align.py",
+            "keypoints": {
+                "eye_left": "centre of the eye with the smaller x in the image (MediaPipe face mesh: mean of points "
+                            f"{list(EYE_IMAGE_LEFT)}; Vision: mean of VNFaceLandmarks2D's eye points)",
+                "eye_right": f"centre of the other eye (MediaPipe: mean of points {list(EYE_IMAGE_RIGHT)})",
+                "mouth_left": f"mouth corner with the smaller x (MediaPipe point {MOUTH_IMAGE_LEFT}; Vision: the "
+                              "outer lips' leftmost point)",
+                "mouth_right": f"the other mouth corner (MediaPipe point {MOUTH_IMAGE_RIGHT})",
+            },
+            "quad": [
+                "eye_avg = (eye_left + eye_right) / 2; eye_to_eye = eye_right - eye_left",
+                "mouth_avg = (mouth_left + mouth_right) / 2; eye_to_mouth = mouth_avg - eye_avg",
+                "x = eye_to_eye - rot90(eye_to_mouth), where rot90((a, b)) = (-b, a); x /= |x|",
+                "x *= max(2.0 * |eye_to_eye|, 1.8 * |eye_to_mouth|); y = (-x.y, x.x)",
+                "c = eye_avg + 0.1 * eye_to_mouth",
+                "quad = [c - x - y, c - x + y, c + x + y, c + x - y] (top-left, bottom-left, bottom-right, "
+                "top-right of the crop)",
+            ],
+            "crop": f"the affine map sending quad[0] → (-0.5, -0.5), quad[1] → (-0.5, {r - 0.5}), quad[3] → "
+                    f"({r - 0.5}, -0.5) in crop pixels (pixel centres at integers); bilinear resampling, mirrored "
+                    "outside the photo; shrink the photo first (area filter) when the quad is more than twice "
+                    f"{r} pixels wide",
+        },
+        "paste_back": {
+            "mask": f"in crop units u, v in 0..1: ellipse centred at {list(FACE_CENTER)} with radii "
+                    f"{list(FACE_RADII)}, weight 1 inside fading to 0 over {DEFAULT_FEATHER} (smoothstep) at its "
+                    "edge",
+            "how": "photo = photo + (warped image - photo) * mask, only inside the quad's bounding box",
+        },
+        "models": models,
+    }
+    if dir_doc:
+        doc["sliders"] = [{"index": i, "name": d["name"], "range": d["slider"], "layers": d["layers"]}
+                          for i, d in enumerate(dir_doc["items"])]
+    return doc
 
 
 def mapping_io(G, w_range: tuple[float, float]) -> tuple[list[dict], list[dict]]:
@@ -209,33 +295,47 @@ def _fmt(v, spec: str) -> str:
 def render_report(m: dict) -> str:
     """verification.md: what was checked, how, and the numbers."""
     v = m["verification"]
+    tol = v["tolerances"]
+    int8 = ", ".join(f"{k} ≥ {b:g} dB" for k, b in tol.get("int8_min_psnr_db", {}).items())
     lines = [
         f"# Export verification: {m['source']['file'] or 'in-memory model'}",
         "",
         f"**Result: {'PASSED' if v['passed'] else 'FAILED'}**. {m['source']['arch']} at {m['resolution']}×"
         f"{m['resolution']}, {m['num_ws']} ws × {m['w_dim']}; noise baked as constants.",
         "",
-        "Each file ran in its own runtime on the latents stored in `reference.npz` (batch 1) and was compared with "
+        "Each file ran in its own runtime on the inputs stored in `reference.npz` (batch 1) and was compared with "
         "PyTorch (float32, eval mode, noise_mode='const'). Tolerances: FP32 — max abs error ≤ "
-        f"{v['tolerances']['fp32_max_abs']:g} on the raw output; FP16 — PSNR ≥ {v['tolerances']['fp16_min_psnr_db']:g}"
-        " dB on the 0..1 picture (for the mapping network: of the images PyTorch's synthesis makes from the "
-        "runtime's w).",
+        f"{tol['fp32_max_abs']:g} on the raw output; FP16 — PSNR ≥ {tol['fp16_min_psnr_db']:g}"
+        f" dB on the 0..1 picture; 8-bit — {int8 or 'n/a'}. Networks that output a latent (mapping, encoder) are "
+        "judged on the pictures PyTorch's synthesis makes from the runtime's output.",
         "",
-        "Samples: " + "; ".join(f"`{s['name']}` ({s['how']})" for s in v["samples"]) + ".",
+        "Samples: " + "; ".join(f"`{s['name']}` ({s['how']})" for s in v["samples"]) + "."
+        + (" The encoder and the stylizer see `reference.npz`'s `crops`: two rendered faces and the aligned "
+           "example photos, as a camera gives them (uint8)." if m.get("encoder") else ""),
         "",
         "| file | model | precision | runtime | max abs | mean abs | PSNR (dB) | tolerance | result |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in m["models"]:
         r = e["verification"]
-        if e["format"] == "coreml":
+        if e["format"] == "coreml" and "max_abs" not in r and "error" not in r:
             continue
         psnr = r.get("psnr_db", r.get("image_psnr_db"))
+        result = "pass" if r["passed"] else "FAIL: " + r.get("error", "beyond tolerance")
         lines.append(
             f"| `{e['path']}` | {e['name']} | {e['precision']} | {e['runtime']} | {_fmt(r.get('max_abs'), '.2e')} | "
-            f"{_fmt(r.get('mean_abs'), '.2e')} | {_fmt(psnr, '.1f')} | {r.get('tolerance', '')} | "
-            f"{'pass' if r['passed'] else 'FAIL: ' + r.get('error', 'beyond tolerance')} |"
+            f"{_fmt(r.get('mean_abs'), '.2e')} | {_fmt(psnr, '.1f')} | {r.get('tolerance', '')} | {result} |"
         )
+    sizes = m.get("sizes")
+    if sizes:
+        cols = sorted({k for row in sizes.values() for k in row}, key=lambda k: (k.split()[0], _PREC_ORDER.get(
+            k.split()[1], 9)))
+        lines += ["", "## File sizes (MB)", "", "| model | " + " | ".join(cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for name, row in sizes.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c) and row[c] / 1e6, ".2f") for c in cols) + " |")
+    for sk in m.get("skipped") or ():
+        lines.append(f"\nNot made: `{sk['model']}` {sk['format']} {sk['precision']} — {sk['why']}.")
     half = v.get("half_precision")
     if half:
         lines += [
@@ -248,11 +348,13 @@ def render_report(m: dict) -> str:
             "",
             "| network | PSNR (dB), worst sample | tolerance | result |",
             "|---|---|---|---|",
-            f"| synthesis | {half['synthesis_psnr_db']:.1f} | {half['tolerance']} | "
-            f"{'pass' if half['passed'] else 'FAIL'} |",
-            f"| mapping (pictures from its w) | {half['mapping_image_psnr_db']:.1f} | {half['tolerance']} | "
-            f"{'pass' if half['passed'] else 'FAIL'} |",
         ]
+        rows = (("synthesis_psnr_db", "synthesis"), ("mapping_image_psnr_db", "mapping (pictures from its w)"),
+                ("encoder_image_psnr_db", "encoder (pictures from its W+)"), ("stylizer_psnr_db", "stylizer"))
+        for key, what in rows:
+            if key in half:
+                ok = half[key] >= tol["half_compute_min_psnr_db"]
+                lines.append(f"| {what} | {half[key]:.1f} | {half['tolerance']} | {'pass' if ok else 'FAIL'} |")
     coreml = [e for e in m["models"] if e["format"] == "coreml"]
     if coreml:
         lines += [
@@ -264,8 +366,12 @@ def render_report(m: dict) -> str:
         ]
         for e in coreml:
             lines.append(f"- `{e['path']}` ({e['name']}, {e['precision']}):")
-            for c in e["verification"]["checks"]:
+            for c in e["verification"].get("checks", ()):
                 lines.append(f"  - {'✓' if c['passed'] else '✗'} {c['check']} — {c['detail']}")
+            if "emulated" in e["verification"]:
+                r = e["verification"]
+                lines.append(f"  - {'✓' if r['pictures_passed'] else '✗'} pictures, emulated ({r['emulated']}): PSNR "
+                             f"{r.get('psnr_db', r.get('image_psnr_db')):.1f} dB; needs {r['tolerance']}")
         lines += [
             "",
             "To check the numbers on a Mac, run the package on `reference.npz`'s `ws` and compare with its `pixels` "
@@ -273,3 +379,6 @@ def render_report(m: dict) -> str:
         ]
     lines += ["", "Tool versions: " + ", ".join(f"{k} {v}" for k, v in m["tools"].items()), ""]
     return "\n".join(lines)
+
+
+_PREC_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int8-full": 3, "palette6": 4, "palette4": 5}

@@ -1,44 +1,69 @@
-"""TFLite / LiteRT export through litert-torch, in FP32 and FP16 variants.
+"""TFLite / LiteRT export through litert-torch, in FP32 and FP16 variants, and with --precision int8 two 8-bit ones.
 
 The FP16 file is the FP32 one with its weights stored as float16 (the standard TFLite "float16 quantization"):
 half the size; the GPU delegate runs it in half precision, the CPU (XNNPACK) dequantizes the weights once at load
 and computes in FP32. It is made from the FP32 flatbuffer with ai-edge-quantizer (the recipe litert-torch's
 `full_fp16_recipe` applies), which saves a second trace and conversion.
+
+The 8-bit files come from the same flatbuffer through ai-edge-quantizer too:
+- `int8`: dynamic range (`dynamic_wi8_afp32`): weights int8 per output channel; activations stay float32 and are
+  quantised on the fly inside each conv and fully connected op. A quarter of the size, no calibration.
+- `int8-full`: full integer (`static_wi8_ai8`): weights and every activation int8, with activation ranges measured
+  on calibration inputs (rendered latents, aligned crops). Inputs and outputs stay float32 (a QUANTIZE and a
+  DEQUANTIZE op at the edges), so the app code is the same for every file; for integer-only accelerators.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.export.common import conversion_failed, quiet
 from engine.export.wrappers import NamedOutput
 
 SIGNATURE = "serving_default"  # litert-torch's default; with one signature, apps need not name it
+PRECISIONS = ("fp32", "fp16", "int8", "int8-full")
 
 
 def export_tflite(
-    module: torch.nn.Module, example: dict[str, torch.Tensor], output_name: str, path_fp32: Path, path_fp16: Path
+    module: torch.nn.Module,
+    example: dict[str, torch.Tensor],
+    output_name: str,
+    paths: dict[str, Path],
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict]:
-    """Write both variants; returns {"fp32": info, "fp16": info}, info = {"files", "ops", "signature"}."""
+    """Convert once and write each variant in `paths` ({precision: path}, precisions from PRECISIONS; `int8-full`
+    needs `calibration`, a list of input dicts). Returns {precision: {"files", "ops", "signature"}}."""
     with quiet(), torch.no_grad():
         import litert_torch
 
+        first = next(iter(paths.values()))
         try:
             # Keyword inputs and a dict output give the signature its input and output names.
             edge = litert_torch.convert(NamedOutput(module, output_name).eval(), sample_kwargs=example)
             fp32 = bytes(edge.model_content())
         except Exception as e:
-            raise conversion_failed(f"TFLite conversion of {Path(path_fp32).name}", e) from e
-        try:
-            fp16 = to_fp16(fp32)
-        except Exception as e:
-            raise conversion_failed(f"FP16 weight conversion of {Path(path_fp16).name}", e) from e
+            raise conversion_failed(f"TFLite conversion of {Path(first).name}", e) from e
+        contents = {}
+        for precision, path in paths.items():
+            try:
+                if precision == "fp32":
+                    contents[precision] = fp32
+                elif precision == "fp16":
+                    contents[precision] = to_fp16(fp32)
+                elif precision == "int8":
+                    contents[precision] = to_int8_dynamic(fp32)
+                else:
+                    contents[precision] = to_int8_full(fp32, calibration or [])
+            except Exception as e:
+                raise conversion_failed(f"{precision.upper()} quantisation of {Path(path).name}", e) from e
     out = {}
-    for precision, path, content in (("fp32", path_fp32, fp32), ("fp16", path_fp16, fp16)):
-        Path(path).write_bytes(content)
-        out[precision] = {"files": [Path(path)], "ops": tflite_ops(content), "signature": SIGNATURE}
+    for precision, content in contents.items():
+        Path(paths[precision]).write_bytes(content)
+        out[precision] = {"files": [Path(paths[precision])], "ops": tflite_ops(content), "signature": SIGNATURE}
     return out
 
 
@@ -48,6 +73,38 @@ def to_fp16(content: bytes) -> bytes:
 
     recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
     return bytes(translate_recipe.quantize_model(content, recipe))
+
+
+def _quantize(content: bytes, recipe, calibration=None) -> bytes:
+    from ai_edge_quantizer import quantizer
+
+    qt = quantizer.Quantizer(bytearray(content), recipe)
+    result = None
+    if qt.need_calibration:
+        if not calibration:
+            raise ValueError("full-integer quantisation needs calibration inputs")
+        threads = max(1, min(2, os.cpu_count() or 1))
+        result = qt.calibrate({SIGNATURE: calibration}, num_threads=threads)
+    return bytes(qt.quantize(result, enable_progress_report=False).quantized_model)
+
+
+def to_int8_dynamic(content: bytes) -> bytes:
+    from ai_edge_quantizer import recipe
+
+    return _quantize(content, recipe.dynamic_wi8_afp32())
+
+
+def to_int8_full(content: bytes, calibration: list[dict[str, np.ndarray]]) -> bytes:
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
+
+    op = qtyping.TFLOperationName
+    rm = recipe_manager.RecipeManager()
+    rm.add_static_config(".*", op.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+    # A second scope (same match, other key) overrides the graph's inputs and outputs: float32 at the edges.
+    for edge in (op.INPUT, op.OUTPUT):
+        rm.add_quantization_config(".*$", edge, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    data = [{k: np.ascontiguousarray(v, np.float32) for k, v in sample.items()} for sample in calibration]
+    return _quantize(content, rm.get_quantization_recipe(), data)
 
 
 def tflite_ops(content: bytes) -> list[str]:
