@@ -292,44 +292,84 @@ def train_encoder_stage(args) -> int:
     return 0
 
 
-# The names given to the demo's directions after looking at their sweeps (training/recipe.py directions --preview):
-# method, index, name, W+ layer range, slider range. Re-running the stage with the same models reproduces them.
-DEMO_DIRECTIONS_FILE = Path(__file__).with_name("demo_directions.json")
+# What a bundled slider is called after the attribute it measurably moves most (engine.edit.attributes).
+SLIDER_LABELS = {
+    "smile": "smile", "mouth_open": "mouth open", "eyes_open": "eyes open", "yaw": "head turn", "pitch": "nod",
+    "roll": "head tilt", "brightness": "lighting", "warmth": "warmth", "saturation": "colourfulness",
+    "background": "background light", "hair_brightness": "hair lightness", "hair_warmth": "hair warmth",
+}
+# A bundled slider must move its attribute the same way on this share of held-out faces, by at least this many
+# standard deviations of the attribute across faces, between −⅔ and +⅔ of its range (issue #13's goals).
+KEEP_SAME_WAY, KEEP_STD = 0.9, 1.0
 
 
 def directions_stage(args) -> int:
-    """Stage 4: SeFa (on the model's style affines) and GANSpace (PCA of W), previews, then the named set."""
-    from engine.edit import Direction, DirectionSet, apply_edits, ganspace, sefa
+    """Stage 4: directions named by what they measurably do. One direction is fitted per face-mesh and pixel
+    attribute (engine.edit.labelled); SeFa and GANSpace candidates are described by the same measures. Fitted
+    directions that meet the goals are kept; an unsupervised candidate is kept when it meets them for an attribute
+    no kept direction covers yet. Each is named after its main attribute; the final set is described once more for
+    the model card (describe.png / .md / .json)."""
+    import numpy as np
+
+    from engine.edit import DirectionSet, ganspace, sefa
+    from engine.edit.labelled import (
+        HELD_OUT_SEED,
+        describe,
+        fit_attribute_directions,
+        heatmap,
+        report_markdown,
+        sample_attributes,
+    )
     from engine.io.checkpoints import load_generator
-    from engine.io.directions import save_directions
+    from engine.io.directions import Direction, save_directions
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     S = load_generator(args.model)
-    sets = {"sefa": sefa(S, num=args.num), "pc": ganspace(S, num=args.num, samples=20000)}
-    z = torch.from_numpy(__import__("numpy").random.RandomState(5).randn(6, S.z_dim)).float()
-    with torch.no_grad():
-        base = S.mapping(z, psi=0.7)
-        for prefix, dset in sets.items():
-            rows = []
-            for d in dset:
-                for alpha in torch.linspace(d.slider[0], d.slider[1], 7):
-                    rows.append(S.synthesis(apply_edits(base, [(d, float(alpha))])[:3]))
-            pics = torch.stack(rows).view(len(dset), 7, 3, 3, S.resolution, S.resolution)
-            pics = pics.permute(0, 2, 1, 3, 4, 5).reshape(-1, 3, S.resolution, S.resolution)
-            save_image(make_grid(to_uint8(pics), cols=7), out / f"preview_{prefix}.png")
-            save_directions(out / f"all_{prefix}.npz", dset)
-    if not DEMO_DIRECTIONS_FILE.exists():
-        print(f"previews in {out}; name the clear directions in {DEMO_DIRECTIONS_FILE} and re-run")
-        return 0
-    spec = json.loads(DEMO_DIRECTIONS_FILE.read_text())
+    held = range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out)
+    samples = sample_attributes(S, args.samples)
+    fitted = fit_attribute_directions(S, samples, tuple(SLIDER_LABELS), check_seeds=held)
+    save_directions(out / "all_attributes.npz", fitted)
+    candidates = DirectionSet.for_model(S)
+    candidates.extend(sefa(S, num=args.num))
+    candidates.extend(ganspace(S, num=args.num, samples=20000))
+    save_directions(out / "all_unsupervised.npz", candidates)
+    described = describe(S, candidates, samples, held)
+    (out / "candidates.json").write_text(json.dumps(described, indent=1, default=float))
+
+    def good(table: dict, attr: str) -> bool:
+        v = table[attr]
+        return bool(np.isfinite(v["median_std"]) and v["same_way"] >= KEEP_SAME_WAY and v["median_std"] >= KEEP_STD)
+
     named = DirectionSet.for_model(S)
-    for item in spec["directions"]:
-        d = sets[item["method"]][item["index"]]
-        named.add(Direction(item["name"], d.vector, layers=tuple(item["layers"]), slider=tuple(item["slider"]),
-                            method=d.method, info={**d.info, "from": d.name, "note": item.get("note", "")}))
+    covered = set()
+    for d in fitted:
+        attr = d.info["attribute"]
+        if good(d.info["held_out"], attr):
+            named.add(Direction(SLIDER_LABELS[attr], d.vector, d.layers, d.slider, d.method, d.info))
+            covered.add(attr)
+    for d in candidates:
+        r = described[d.name]
+        attr = r["main_attribute"]
+        table = r["attributes"]
+        if attr is None or attr in covered or attr not in SLIDER_LABELS:
+            continue
+        # A candidate may move its attribute the other way: flip it so that + means more.
+        sign = 1.0 if table[attr]["median_std"] > 0 else -1.0
+        flipped = {**table[attr], "median_std": abs(table[attr]["median_std"])}
+        if not good({attr: flipped}, attr):
+            continue
+        named.add(Direction(SLIDER_LABELS[attr], sign * d.vector, tuple(r["proposed_layers"]), d.slider, d.method,
+                            {**d.info, "attribute": attr, "from": d.name, "described": table}))
+        covered.add(attr)
     save_directions(out / "directions.npz", named)
-    print(f"directions: {out / 'directions.npz'} ({', '.join(named.names)})")
+    final = describe(S, named, samples, held)
+    from engine.render import save_image
+
+    save_image(heatmap(final), out / "describe.png")
+    (out / "describe.md").write_text(report_markdown(final))
+    (out / "describe.json").write_text(json.dumps(final, indent=1, default=float))
+    print(f"directions: {out / 'directions.npz'} ({', '.join(named.names)}); describe.png/.md beside it")
     return 0
 
 
@@ -438,11 +478,14 @@ def main(argv=None) -> int:
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=train_encoder_stage)
 
-    d = sub.add_parser("directions", help="SeFa/GANSpace directions, previews, and the named set")
+    d = sub.add_parser("directions", help="directions fitted to measured attributes, and SeFa/GANSpace candidates, "
+                                          "named by what they measurably do")
     d.add_argument("--model", default="runs/demo-teacher/teacher.safetensors",
                    help="teacher or student: they share one W space (SeFa uses this model's style affines)")
     d.add_argument("--out", default="runs/demo-directions")
-    d.add_argument("--num", type=int, default=16)
+    d.add_argument("--num", type=int, default=16, help="SeFa and GANSpace candidates each")
+    d.add_argument("--samples", type=int, default=2000, help="measured faces the attribute directions are fitted on")
+    d.add_argument("--held-out", type=int, default=100, help="held-out faces every direction is measured on")
     d.set_defaults(fn=directions_stage)
 
     pb = sub.add_parser("publish", help="copy the results into assets/ with the sample grid and metrics")

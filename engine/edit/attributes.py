@@ -20,6 +20,8 @@ centres, each the mean of its 16 contour points), so they do not depend on the f
 | warmth | colour temperature proxy: mean (R − B) / (R + G + B) over the face | ratio |
 | saturation | mean HSV saturation over the face, 0..1 | 0..1 |
 | background | mean luma outside the person (MediaPipe selfie segmentation), 0..1 | 0..1 |
+| hair_brightness | mean luma of the hair: person pixels above the brows and outside the face oval, 0..1 | 0..1 |
+| hair_warmth | (R − B) / (R + G + B) over the same hair pixels | ratio |
 
 A mirrored picture flips the sign of yaw and roll; a picture rotated by θ (clockwise) adds θ to roll.
 """
@@ -35,11 +37,11 @@ from engine.faces.landmarks import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT
 
 GEOMETRIC = ("smile", "mouth_width", "mouth_open", "eye_open_left", "eye_open_right", "eyes_open", "yaw", "pitch",
              "roll", "face_size", "face_x", "face_y")
-PHOTOMETRIC = ("brightness", "warmth", "saturation", "background")
+PHOTOMETRIC = ("brightness", "warmth", "saturation", "background", "hair_brightness", "hair_warmth")
 ATTRIBUTES = GEOMETRIC + PHOTOMETRIC
 UNITS = {**{k: "IOD" for k in GEOMETRIC[:6]}, "yaw": "°", "pitch": "°", "roll": "°", "face_size": "fraction",
          "face_x": "fraction", "face_y": "fraction", "brightness": "0..1", "warmth": "ratio", "saturation": "0..1",
-         "background": "0..1"}
+         "background": "0..1", "hair_brightness": "0..1", "hair_warmth": "ratio"}
 
 # MediaPipe face-mesh indices (topology of the 468/478-point mesh).
 MOUTH_CORNERS = (61, 291)
@@ -48,6 +50,7 @@ LIDS_IMAGE_LEFT = (159, 145)
 LIDS_IMAGE_RIGHT = (386, 374)
 CHEEKS = (234, 454)
 FOREHEAD_CHIN = (10, 152)
+BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
              149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
@@ -108,13 +111,26 @@ def photometric(rgb: np.ndarray, points: np.ndarray, person: np.ndarray | None =
         "warmth": float(np.mean((pix[:, 0] - pix[:, 2]) / np.maximum(pix.sum(1), 1e-6))),
         "saturation": float(hsv[:, 1].mean() / 255.0),
     }
+    out["background"] = out["hair_brightness"] = out["hair_warmth"] = float("nan")
     if person is not None:
-        bg = np.asarray(person) < 0.5
-        bg &= ~face
+        fg = np.asarray(person) >= 0.5
         all_luma = img @ np.array([0.299, 0.587, 0.114])
-        out["background"] = float(all_luma[bg].mean()) if bg.any() else float("nan")
-    else:
-        out["background"] = float("nan")
+        bg = ~fg & ~face
+        if bg.any():
+            out["background"] = float(all_luma[bg].mean())
+        # Hair: the person above the brows (the face's own up axis) that is not face.
+        xy = np.asarray(points, np.float64)[:, :2]
+        eye_l, eye_r = xy[list(EYE_IMAGE_LEFT)].mean(0), xy[list(EYE_IMAGE_RIGHT)].mean(0)
+        right = (eye_r - eye_l) / (np.linalg.norm(eye_r - eye_l) or 1e-9)
+        up = np.array([right[1], -right[0]])
+        brow = xy[list(BROWS)].mean(0)
+        ys, xs = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+        above = ((xs - brow[0]) * up[0] + (ys - brow[1]) * up[1]) > 0
+        hair = fg & ~face & above
+        if hair.sum() >= 20:
+            h = img[hair]
+            out["hair_brightness"] = float(all_luma[hair].mean())
+            out["hair_warmth"] = float(np.mean((h[:, 0] - h[:, 2]) / np.maximum(h.sum(1), 1e-6)))
     return out
 
 
