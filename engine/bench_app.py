@@ -105,7 +105,9 @@ def bench_slider(G, steps: int = 40, drag_seconds: float = 3.0, drag_hz: float =
     with EditSession(G, dset, prepare=False) as s:
         s.set_seed(1)
         s.set_psi(0.7)
-        s.render()  # warm-up
+        s.render()  # warm-up; the renderer picks its runtime on this first render
+        s.renderer.wait_fast(timeout=600)  # "all" converts on a background thread: measure what it then renders with
+        s.render()
         values = np.linspace(lo, hi, steps)
         # One change at a time: the user presses an arrow key, or drags slowly.
         lat = []

@@ -26,15 +26,27 @@ APP_THREADS = 1
 
 # Which runtimes `fast_synthesis` may choose among, from the environment (BLAZESTUDIO_FAST_SYNTHESIS):
 #   "off"   : G.synthesis as it is (eager PyTorch);
-#   "torch" : also the folded, traced PyTorch graph (in-process, built in about a second; the default);
-#   "all"   : also ONNX Runtime and LiteRT, each from a file converted once per model into the cache folder
-#             (BLAZESTUDIO_CACHE, default ~/.cache/blazestudio), which takes tens of seconds the first time.
+#   "torch" : also the folded, traced PyTorch graph (in-process, built in about a second);
+#   "all"   : also ONNX Runtime and LiteRT (the default), each from a file converted once per model into the cache
+#             folder (BLAZESTUDIO_CACHE, default ~/.cache/blazestudio), which takes tens of seconds the first time.
+#             Measured on the 256 student, 1 thread, busy 2-core machine (medians): eager 36.9 ms, folded PyTorch
+#             27.6, ONNX Runtime 29.1, LiteRT 22.7 (bench --exported). Below EXPORTED_MIN_RESOLUTION "all" means
+#             "torch": a render takes a few ms whichever runtime, and the conversion would cost more than it saves.
 FAST_MODES = ("off", "torch", "all")
-FAST_SYNTHESIS = os.environ.get("BLAZESTUDIO_FAST_SYNTHESIS", "torch").strip().lower()
+FAST_SYNTHESIS = os.environ.get("BLAZESTUDIO_FAST_SYNTHESIS", "all").strip().lower()
 if FAST_SYNTHESIS not in FAST_MODES:
-    FAST_SYNTHESIS = "torch"
+    FAST_SYNTHESIS = "all"
 CANDIDATES = {"off": ("pytorch",), "torch": ("pytorch", "pytorch-folded"),
               "all": ("pytorch", "pytorch-folded", "onnxruntime", "litert")}
+EXPORTED_MIN_RESOLUTION = 128
+
+
+def candidates_for(G, mode: str | None = None) -> tuple[str, ...]:
+    """The runtimes `fast_synthesis` tries for G in `mode` (default FAST_SYNTHESIS)."""
+    mode = FAST_SYNTHESIS if mode is None else mode
+    if mode == "all" and G.resolution < EXPORTED_MIN_RESOLUTION:
+        mode = "torch"
+    return CANDIDATES[mode]
 
 _allocator_tuned = False
 
@@ -208,17 +220,19 @@ def fast_synthesis(G, threads: int = APP_THREADS, runtimes=None, cache_dir=None,
                    builders: dict | None = None) -> FastSynthesis:
     """The fastest way to run G.synthesis(ws, noise_mode="const") at batch 1 that gives G's pictures.
 
-    Each candidate runtime (runtimes, default CANDIDATES[FAST_SYNTHESIS]) is built, run on three latents and compared
+    Each candidate runtime (runtimes, default candidates_for(G)) is built, run on three latents and compared
     with G.synthesis (max abs error ≤ 1e-3, the export's FP32 bound); those that pass are timed round-robin on
     `threads` threads, and the fastest median wins. A candidate that fails to build or verify is left out (the reason
     is in `.report`); the eager network is the fallback. Only students are sped up: a teacher gets G.synthesis.
-    ONNX Runtime and LiteRT run the export's frozen graph, converted once per model into `cache_dir`. `builders`
+    ONNX Runtime and LiteRT run the export's frozen graph, converted once per model into `cache_dir` (tens of
+    seconds the first time for a 256 px model: call this off the UI thread; later calls take a second or two). G is
+    put in channels_last (prepare_for_cpu). `builders`
     replaces candidates' builders ({name: fn(G, example ws, folder) -> fn(ws) -> image}), for tests."""
     from engine.export.bench import interleaved_latency
     from engine.export.verify import FP32_MAX_ABS
 
     if runtimes is None:
-        runtimes = CANDIDATES[FAST_SYNTHESIS]
+        runtimes = candidates_for(G)
     G = prepare_for_cpu(G)
     report: dict = {"threads": threads, "candidates": {}}
     if not G.is_student or list(runtimes) == ["pytorch"]:

@@ -661,3 +661,41 @@ def test_renderer_renders_with_the_fast_path(student):
         with pytest.raises(engine.UserError, match="fast synthesis mode"):
             s.renderer.set_fast("gpu")
     assert Renderer({"student": G}, fast="off").runtimes == {"student": "pytorch"}
+
+
+def test_renderer_converts_in_the_background(student, monkeypatch):
+    """Mode "all" (the default for models of 128 px and up): the first frames come from PyTorch while the other
+    runtimes are built on a background thread, then the renderer switches to the fastest that verifies. (The
+    conversions are stood in for here; test_fast_synthesis_picks_a_verified_runtime does real ones.)"""
+    import threading
+
+    from engine import runtime as rt
+    from engine.edit.renderer import Renderer
+
+    _, G = student
+    release = threading.Event()
+
+    def slow_but_right(G_, example, folder):
+        release.wait(30)
+        return lambda ws: G_.synthesis(ws, noise_mode="const")
+
+    def wrong(G_, example, folder):
+        return lambda ws: G_.synthesis(ws, noise_mode="const") * 0
+
+    real = rt._builders
+    monkeypatch.setattr(rt, "EXPORTED_MIN_RESOLUTION", 0)
+    monkeypatch.setattr(rt, "_builders", lambda threads: {**real(threads), "onnxruntime": slow_but_right,
+                                                         "litert": wrong})
+    r = Renderer({"student": G}, fast="all")
+    ws = G.mapping(seeds_to_z([8], G.z_dim), psi=0.7)
+    f = r.render(ws, 1)
+    assert r.runtimes == {"student": "pytorch"} and r._fast["student"] is None  # still building
+    release.set()
+    assert r.wait_fast(timeout=60)
+    fs = r._fast["student"]
+    assert fs.report["candidates"]["litert"]["verified"] is False and fs.report["candidates"]["onnxruntime"]["verified"]
+    assert r.runtimes["student"] in ("pytorch", "pytorch-folded", "onnxruntime")
+    r._image_cache.clear()  # the same W+ again, through the chosen runtime this time
+    f2 = r.render(ws, 2)
+    assert r.render_counts["student"] == 2 and np.abs(f2.main.astype(int) - f.main.astype(int)).max() <= 1
+    r.close()

@@ -8,8 +8,8 @@ came from, so a W+ seen last (undo, redo, a slider back where it was) costs no n
 
 The switch `fast` (default engine.runtime.FAST_SYNTHESIS, from BLAZESTUDIO_FAST_SYNTHESIS) renders students with
 engine.runtime.fast_synthesis: the fastest runtime that reproduces G.synthesis, chosen on the model's first render
-("torch": in-process, about a second; "all": ONNX Runtime and LiteRT too, converted on a background thread while
-PyTorch renders, then switched to); "off" renders with G.synthesis.
+("torch": in-process, about a second; "all", the default: ONNX Runtime and LiteRT too for models of 128 px and up,
+converted on a background thread while PyTorch renders, then switched to); "off" renders with G.synthesis.
 """
 
 from __future__ import annotations
@@ -105,27 +105,38 @@ class Renderer:
         if mode == "off" or self.noise_mode != "const" or not G.is_student:
             return lambda ws: G.synthesis(ws, noise_mode=self.noise_mode)
         if name not in self._fast:
-            if mode == "all":  # conversions take tens of seconds: PyTorch renders meanwhile
+            runtimes = rt.candidates_for(G, mode)
+            if "litert" in runtimes:  # conversions take tens of seconds: PyTorch renders meanwhile
                 self._fast[name] = None
-                threading.Thread(target=self._build_fast, args=(name, G, mode), daemon=True,
+                threading.Thread(target=self._build_fast, args=(name, G, runtimes), daemon=True,
                                  name=f"blazestudio-fast-{name}").start()
             else:
-                self._fast[name] = rt.fast_synthesis(G, threads=torch.get_num_threads(), runtimes=rt.CANDIDATES[mode])
+                self._fast[name] = rt.fast_synthesis(G, threads=torch.get_num_threads(), runtimes=runtimes)
         return self._fast[name] or (lambda ws: G.synthesis(ws, noise_mode="const"))
 
-    def _build_fast(self, name: str, G, mode: str) -> None:
+    def wait_fast(self, timeout: float | None = None) -> bool:
+        """Block until no fast path is being built (mode "all" builds on a background thread); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while any(v is None for v in list(self._fast.values())):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _build_fast(self, name: str, G, runtimes) -> None:
         import os
 
         try:  # the conversion must not take the CPU from the renders and the UI (Linux: per-thread nice)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        mode = self._fast_mode
         threads = torch.get_num_threads()
         try:
-            fs = rt.fast_synthesis(G, threads=threads, runtimes=rt.CANDIDATES[mode])
+            fs = rt.fast_synthesis(G, threads=threads, runtimes=runtimes)
         except Exception:  # an optimisation, never a reason to stop rendering
             traceback.print_exc()
-            return
+            fs = rt.FastSynthesis(G, None, "pytorch", {"failure": "building the fast path failed"})
         with self._render_lock:
             if self._fast_mode == mode and not self.closed:
                 self._fast[name] = fs
