@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("engine.cli.export", "export the student for Core ML, TFLite and ONNX, verified"),
     "edit": ("engine.cli.edit", "edit the face in a photo, at the photo's own size (edit transfer or regenerate)"),
     "edit-video": ("engine.cli.edit_video", "edit the face in every frame of a video"),
+    "stylize": ("engine.cli.stylize", "fine-tune a copy of a model to the style of one to a few images"),
     "distill": ("training.cli_distill", "distil a BlazeStyleGAN student from a StyleGAN2 teacher"),
     "train-encoder": ("training.cli_encoder", "train the inversion encoder on generator samples"),
     "eval": ("engine.cli.eval", "the paper's table: params, FLOPs, FID, LPIPS and PSNR of teacher and student"),

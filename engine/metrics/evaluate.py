@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
-from engine.metrics.weights import INCEPTION
+from engine.metrics.weights import INCEPTION, LPIPS_VGG, verified
 
 DEFAULT_SAMPLES = 2000
 DATA_SEED0 = 10_000_000  # data samples never share seeds with model samples …
@@ -233,6 +233,9 @@ def evaluate(
         raise UserError(f"--samples must be at least 2 (FID needs a covariance), not {samples}")
     device = torch.device(device or "cpu")
     t_start = time.perf_counter()
+    # A missing or altered [metrics] file is reported before any work, not after the first feature set.
+    verified(INCEPTION)
+    verified(LPIPS_VGG)
     ev = Evaluator(cache or FeatureCache(None), device, batch, progress)
     models = {k: G for k, G in (("teacher", teacher), ("student", student)) if G is not None}
     info = {k: model_info(G.cpu()) for k, G in models.items()}  # FLOPs are counted on the CPU
