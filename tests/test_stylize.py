@@ -117,6 +117,7 @@ def test_stylize_cli(tmp_path, exemplars):
     r = run_main("stylize", "--style", exemplars / "pencil.png", "--steps", "4", "--invert-steps", "2", "--out", out)
     assert r.returncode == 0, r.stderr
     assert out.exists() and (tmp_path / "pencil_preview.png").exists()
+    assert "style distance to the exemplars" in r.stdout and "finds a face in" in r.stdout
     assert not (tmp_path / "pencil.safetensors.stylize-state.pt").exists()
     S = engine.load_generator(out)
     assert S.cfg.info["stylized"]["name"] == "pencil"

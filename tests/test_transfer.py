@@ -134,6 +134,22 @@ def test_pivotal_tuning_improves_the_reconstruction(kit, photos):
 # main.py edit
 
 
+def test_regenerate_blend_mixes_the_generated_face_with_the_photo(kit, photos):
+    """--blend (regenerate, e.g. a stylized model): 0 is the photo, 1 the pasted rendition, ½ halfway inside the
+    face; outside the face every blend is the photo."""
+    _, _, dset = kit
+    pe = photos["grace_hopper.jpg"]
+    edit = _edit(dset, "lighting", 0.8)
+    full = pe.render(edit, "regenerate")
+    assert np.array_equal(pe.render(edit, "regenerate", blend=0.0), pe.rgb)
+    assert np.array_equal(pe.render(edit, "regenerate", blend=1.0), full)
+    half = pe.render(edit, "regenerate", blend=0.5).astype(int)
+    face = (full != pe.rgb).any(axis=2)
+    assert face.mean() > 0.01 and np.array_equal(half[~face], pe.rgb[~face])
+    midway = (pe.rgb.astype(int) + full.astype(int)) / 2
+    assert np.abs(half[face] - midway[face]).max() <= 1
+
+
 def test_edit_cli_writes_the_whole_photo_and_no_edit_is_the_input(tmp_path, fixtures):
     src = fixtures / "images" / "grace_hopper.jpg"
     out = tmp_path / "same.png"
@@ -154,6 +170,8 @@ def test_edit_cli_bad_input(tmp_path, fixtures):
     # The input is never overwritten.
     r = run_main("edit", src, "--edit", "pose=2", "--out", src)
     assert r.returncode == 1 and "is the input itself" in r.stderr and "Traceback" not in r.stderr
+    r = run_main("edit", src, "--mode", "regenerate", "--blend", "2", "--out", tmp_path / "b.png")
+    assert r.returncode == 1 and "--blend must be between 0 and 1" in r.stderr and r.stderr.count("\n") == 1
     # No face: one line, nothing written.
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((300, 400, 3), 200, np.uint8))

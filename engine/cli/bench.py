@@ -22,6 +22,10 @@ def add_arguments(p):
     p.add_argument("--half", nargs="+", default=None, metavar="MODEL",
                    help="instead: PSNR of each model computed in float16 (as phone GPUs do) against float32")
     p.add_argument("--seeds", type=int, default=32, help="with --half: seeds 0..N-1 (default 32)")
+    p.add_argument("--edits", nargs="*", default=None, metavar="PHOTO",
+                   help="instead: how photo edits keep the person (transfer vs regenerate) on these photos "
+                        "(default: assets/examples), every bundled direction at 80%% of its range; writes the JSON "
+                        "and a picture grid")
 
 
 def run(args) -> int:
@@ -32,6 +36,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.half:
         return _bench_half(args)
+    if args.edits is not None:
+        return _bench_edits(args)
     if args.exported:
         from engine.export.bench import bench_exported
 
@@ -85,4 +91,19 @@ def _bench_half(args) -> int:
         print(f"{path}: float16 vs float32 over {args.seeds} seeds: mean {np.mean(ps):.1f} dB, "
               f"worst {np.min(ps):.1f} dB ({verdict}: the export's bound is {HALF_MIN_PSNR:g} dB)")
     Path(args.out).write_text(json.dumps({"half_precision": results}, indent=1))
+    return 0
+
+
+def _bench_edits(args) -> int:
+    from engine.assets import DIRECTIONS
+    from engine.bench_edits import bench_edits, format_table
+    from engine.invert import Inverter, pick_encoder
+    from engine.io.checkpoints import load_generator
+    from engine.io.directions import load_directions
+
+    G = load_generator()
+    E, _ = pick_encoder(G)
+    result = bench_edits(G, Inverter(G, E), load_directions(DIRECTIONS, G), args.edits or None, args.out)
+    print(format_table(result["summary"]))
+    print(f"wrote {args.out} and {Path(args.out).with_name(Path(args.out).stem + '_grid.png')}")
     return 0

@@ -32,6 +32,9 @@ def add_edit_arguments(p) -> None:
     p.add_argument("--mode", default="transfer", choices=["transfer", "regenerate"],
                    help="transfer (default): your own pixels, changed only by the edit; regenerate: the "
                         "generator's rendition of the face pasted in (for stylized models)")
+    p.add_argument("--blend", type=float, default=1.0, metavar="0..1",
+                   help="with --mode regenerate: how much of the generated (e.g. stylized) face replaces your own "
+                        "(default 1; 0.5 is half and half)")
 
 
 def load_edit_setup(args):

@@ -25,10 +25,11 @@ def add_arguments(p):
 
 def run(args) -> int:
     from engine.edit.ops import apply_edits
-    from engine.edit.photo import PhotoEdit, check_output_path
+    from engine.edit.photo import PhotoEdit, check_blend, check_output_path
     from engine.render import save_image
 
     check_output_path(args.photo, args.out)
+    check_blend(args.blend)
     if args.steps < 0 or args.tune < 0:
         raise UserError("--steps and --tune must be 0 or more")
     if not Path(args.photo).is_file():
@@ -37,7 +38,7 @@ def run(args) -> int:
     photo = PhotoEdit(args.photo, inv, all_faces=args.all_faces, steps=args.steps, tune=args.tune, progress=True)
     if photo.faces_seen > 1 and not args.all_faces:
         print(f"{photo.faces_seen} faces found; editing the largest (--all-faces edits them all)")
-    out = photo.render(lambda ws: apply_edits(ws, edits), mode=args.mode)
+    out = photo.render(lambda ws: apply_edits(ws, edits), mode=args.mode, blend=args.blend)
     if args.side_by_side:
         out = np.concatenate([photo.rgb, out], axis=1)
     save_image(out, args.out)

@@ -16,13 +16,15 @@ def add_arguments(p):
 
 def run(args) -> int:
     from engine.edit.ops import apply_edits
-    from engine.edit.photo import check_output_path
+    from engine.edit.photo import check_blend, check_output_path
     from engine.edit.video import VideoReader, edit_video
 
     check_output_path(args.video, args.out)
+    check_blend(args.blend)
     VideoReader(args.video).close()  # an unreadable input fails here, before any model loads
     G, inv, edits = load_edit_setup(args)
-    stats = edit_video(args.video, args.out, inv, lambda ws: apply_edits(ws, edits), mode=args.mode)
+    stats = edit_video(args.video, args.out, inv, lambda ws: apply_edits(ws, edits), mode=args.mode,
+                       blend=args.blend)
     w, h = stats.size
     print(f"wrote {args.out}: {stats.frames} frames, {w}x{h}, {stats.fps:g} fps ({args.mode}); a face in "
           f"{stats.with_face}; {stats.frames_per_second:.1f} frames/s; flicker {stats.flicker_ratio:.2f}× the input's")

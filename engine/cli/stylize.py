@@ -34,7 +34,7 @@ def add_arguments(p):
 def run(args) -> int:
     import torch
 
-    from engine.edit.stylize import StyleOptions, stylize
+    from engine.edit.stylize import StyleOptions, face_detection_rate, gram_distance, stylize
     from engine.invert import Inverter, pick_encoder
     from engine.models.generator import seeds_to_z
     from engine.render import make_grid, save_image, to_uint8
@@ -73,4 +73,14 @@ def run(args) -> int:
     save_image(make_grid(np.concatenate([row, base, sty]), cols=6), preview)
     print(f"wrote {out} ({st.step} steps, {st.loss_name} loss, {seconds:.0f} s) and {preview.name} (rows: style "
           "images, base samples, stylized samples)")
+    # How far the style went, and whether faces stayed faces: measured on the preview's samples.
+    with torch.no_grad():
+        exemplars = torch.from_numpy(ex).permute(0, 3, 1, 2).float() / 127.5 - 1
+        base_d = np.mean([gram_distance(G.synthesis(ws), e[None]) for e in exemplars])
+        sty_d = np.mean([gram_distance(styled.synthesis(ws), e[None]) for e in exemplars])
+    rate = face_detection_rate(styled, range(24))
+    print(f"style distance to the exemplars (Gram matrices of VGG16 features, lower is closer): base {base_d:.4g} "
+          f"→ stylized {sty_d:.4g} ({sty_d / max(base_d, 1e-12):.0%}); the face mesh finds a face in "
+          f"{rate:.0%} of 24 "
+          "stylized samples")
     return 0

@@ -112,16 +112,18 @@ class PhotoEdit:
     def size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]
 
-    def render(self, edit, mode: str = "transfer") -> np.ndarray:
-        """The whole photo with `edit` (ws → edited ws, or a list of edited ws per face) applied to every face."""
+    def render(self, edit, mode: str = "transfer", blend: float = 1.0) -> np.ndarray:
+        """The whole photo with `edit` (ws → edited ws, or a list of edited ws per face) applied to every face.
+        `blend` (regenerate only) mixes the generator's face with the photo's own: 1 all generated, 0 the photo."""
         mode = check_mode(mode)
         out = self.rgb
         for k, face in enumerate(self.faces):
             edited = edit[k] if isinstance(edit, (list, tuple)) else edit(face.ws) if callable(edit) else edit
-            out = self.render_face(out, face, edited, mode)
+            out = self.render_face(out, face, edited, mode, blend)
         return out.copy() if out is self.rgb else out
 
-    def render_face(self, canvas: np.ndarray, face: FaceCodes, edited_ws: torch.Tensor, mode: str) -> np.ndarray:
+    def render_face(self, canvas: np.ndarray, face: FaceCodes, edited_ws: torch.Tensor, mode: str,
+                    blend: float = 1.0) -> np.ndarray:
         if edited_ws is None or torch.equal(edited_ws.to(face.ws), face.ws):
             if mode == "transfer":
                 return canvas
@@ -129,8 +131,26 @@ class PhotoEdit:
         else:
             after = face.render(edited_ws)
         if mode == "regenerate":
-            return paste_back(canvas, after, face.aligned)
+            return blend_faces(canvas, paste_back(canvas, after, face.aligned), blend)
         return self.transfer(canvas, face.aligned, face.before, after)
+
+
+def check_blend(blend: float) -> float:
+    blend = float(blend)
+    if not 0.0 <= blend <= 1.0:
+        raise UserError(f"--blend must be between 0 and 1, not {blend:g}")
+    return blend
+
+
+def blend_faces(original: np.ndarray, pasted: np.ndarray, blend: float) -> np.ndarray:
+    """The regenerated (e.g. stylized) face mixed with the user's own at the photo's resolution: 1 keeps the
+    generator's face, 0 the photo, in between a cross-fade inside the paste-back mask (outside, both are the photo)."""
+    if blend >= 1.0:
+        return pasted
+    if blend <= 0.0:
+        return original.copy()
+    mixed = original.astype(np.float32) + blend * (pasted.astype(np.float32) - original.astype(np.float32))
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 def check_output_path(inp, out) -> None:

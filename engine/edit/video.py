@@ -147,12 +147,14 @@ class VideoEditor:
     """Per-frame editing state for one stream: tracker, smoothed codes, transfer with temporal blending."""
 
     def __init__(self, inverter, edit: Callable[[torch.Tensor], torch.Tensor], mode: str = "transfer",
-                 ws_smoothing: float = 0.6, field_smoothing: float = 0.5, aligner=None):
+                 ws_smoothing: float = 0.6, field_smoothing: float = 0.5, aligner=None, blend: float = 1.0):
+        from engine.edit.photo import check_blend
         from engine.faces import VideoAligner
         from engine.faces.mesh import CropMesh
 
         self.inverter, self.G, self.edit = inverter, inverter.G, edit
         self.mode = check_mode(mode)
+        self.blend = check_blend(blend)  # regenerate: the generated face's share against the frame's own
         self.aligner = aligner or VideoAligner()
         self.ws_smoothing = float(ws_smoothing)
         self.transfer = EditTransfer(TransferSettings(temporal=field_smoothing),
@@ -184,7 +186,9 @@ class VideoEditor:
         t0 = time.perf_counter()
         after = to_uint8(self.G.synthesis(edited, noise_mode="const"))[0]
         if self.mode == "regenerate":
-            out = paste_back(rgb, after, face)
+            from engine.edit.photo import blend_faces
+
+            out = blend_faces(rgb, paste_back(rgb, after, face), self.blend)
         else:
             before = to_uint8(self.G.synthesis(self._ws, noise_mode="const"))[0]
             t["render"] = time.perf_counter() - t0
@@ -201,14 +205,14 @@ class VideoEditor:
 
 
 def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bool = True,
-               cancel: threading.Event | None = None, callback=None) -> VideoStats:
+               cancel: threading.Event | None = None, callback=None, blend: float = 1.0) -> VideoStats:
     """Edit every frame of `src` into `dst` (same frame count, rate and size). callback(done, total) after each
     frame. Ctrl-C or `cancel` stops cleanly: nothing is left under `dst`."""
     from tqdm import tqdm
 
     reader = VideoReader(src)
     stats = VideoStats(fps=reader.fps, size=reader.size, audio=has_audio_track(src))
-    editor = VideoEditor(inverter, edit, mode)
+    editor = VideoEditor(inverter, edit, mode, blend=blend)
     writer = None
     prev_in = prev_out = None
     diffs_in, diffs_out = [], []
