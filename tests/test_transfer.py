@@ -221,7 +221,8 @@ def _frames(path):
 def test_edit_video_keeps_length_rate_size_and_is_steady(tmp_path, fixtures):
     src = fixtures / "video" / "single_face.mp4"
     out = tmp_path / "edited.mp4"
-    r = run_main("edit-video", src, "--edit", "lighting=+6", "--edit", "pose=+8", "--out", out)
+    preview = tmp_path / "preview.png"
+    r = run_main("edit-video", src, "--edit", "lighting=+6", "--edit", "pose=+8", "--out", out, "--preview", preview)
     assert r.returncode == 0, r.stderr
     assert "audio track, which is not copied" in r.stdout
     a, fa = _frames(src)
@@ -231,6 +232,12 @@ def test_edit_video_keeps_length_rate_size_and_is_steady(tmp_path, fixtures):
     assert flicker <= 1.3
     # The edit shows: the face region differs from the input.
     assert np.abs(a[36].astype(int) - b[36].astype(int)).mean() > 1.0
+    # The preview: the first and last frames (and two between), input | edit.
+    h, w = a[0].shape[:2]
+    pic = load_image(preview)
+    assert pic.shape == (4 * h + 3 * 8, 2 * w + 8, 3)
+    assert np.abs(pic[:h, :w].astype(int) - a[0][..., ::-1]).mean() < 1.0
+    assert np.abs(pic[-h:, -w:].astype(int) - b[-1][..., ::-1]).mean() < 4.0
 
 
 def test_edit_video_bad_input(tmp_path, fixtures):
@@ -259,9 +266,12 @@ def test_frames_without_a_face_pass_through(tmp_path, kit):
     w.release()
     read_back, _ = _frames(src)
     out = tmp_path / "gap-out.avi"
-    stats = edit_video(src, out, inv, _edit(dset, "lighting", 0.6), progress=False)
+    stats = edit_video(src, out, inv, _edit(dset, "lighting", 0.6), progress=False, side_by_side=True)
     got, _ = _frames(out)
     assert stats.frames == len(got) == 25 and stats.with_face == 20
-    # MJPG re-encodes: a faceless frame comes back as the input up to compression noise.
-    assert np.abs(got[12].astype(int) - read_back[12].astype(int)).mean() < 3
+    # Side by side: input | edit. MJPG re-encodes: a faceless frame comes back as the input up to compression noise.
+    width = blank.shape[1]
+    assert got[0].shape == (blank.shape[0], 2 * width, 3)
+    assert np.abs(got[12][:, width:].astype(int) - read_back[12].astype(int)).mean() < 3
+    assert np.abs(got[5][:, :width].astype(int) - read_back[5].astype(int)).mean() < 3
     assert json.dumps({"flicker": stats.flicker_ratio})  # a plain number

@@ -12,6 +12,9 @@ def add_arguments(p):
     p.add_argument("video", help="a video OpenCV reads (MP4, AVI, MOV, MKV, WebM)")
     add_edit_arguments(p)
     p.add_argument("--out", "-o", required=True, help="output video (.mp4 or .avi)")
+    p.add_argument("--side-by-side", action="store_true", help="write the input and the edit side by side")
+    p.add_argument("--preview", default=None, metavar="PNG",
+                   help="also write a picture of four frames across the video, input | edit")
 
 
 def run(args) -> int:
@@ -21,10 +24,12 @@ def run(args) -> int:
 
     check_output_path(args.video, args.out)
     check_blend(args.blend)
+    if args.preview:
+        check_output_path(args.video, args.preview)
     VideoReader(args.video).close()  # an unreadable input fails here, before any model loads
     G, inv, edits = load_edit_setup(args)
     stats = edit_video(args.video, args.out, inv, lambda ws: apply_edits(ws, edits), mode=args.mode,
-                       blend=args.blend)
+                       blend=args.blend, side_by_side=args.side_by_side, preview=args.preview)
     w, h = stats.size
     print(f"wrote {args.out}: {stats.frames} frames, {w}x{h}, {stats.fps:g} fps ({args.mode}); a face in "
           f"{stats.with_face}; {stats.frames_per_second:.1f} frames/s; flicker {stats.flicker_ratio:.2f}× the input's")
@@ -32,4 +37,6 @@ def run(args) -> int:
         print(f"note: {Path(args.video).name} has an audio track, which is not copied (video only)")
     elif stats.audio is None:
         print("note: audio, if the input has any, is not copied (video only)")
+    if args.preview:
+        print(f"wrote {args.preview} (input | edit, four frames across the video)")
     return 0

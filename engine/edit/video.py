@@ -205,7 +205,8 @@ class VideoEditor:
 
 
 def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bool = True,
-               cancel: threading.Event | None = None, callback=None, blend: float = 1.0) -> VideoStats:
+               cancel: threading.Event | None = None, callback=None, blend: float = 1.0,
+               side_by_side: bool = False, preview=None, preview_frames: int = 4) -> VideoStats:
     """Edit every frame of `src` into `dst` (same frame count, rate and size). callback(done, total) after each
     frame. Ctrl-C or `cancel` stops cleanly: nothing is left under `dst`."""
     from tqdm import tqdm
@@ -213,6 +214,9 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
     reader = VideoReader(src)
     stats = VideoStats(fps=reader.fps, size=reader.size, audio=has_audio_track(src))
     editor = VideoEditor(inverter, edit, mode, blend=blend)
+    # preview: a picture of a few evenly spaced frames, input | output, written beside the video
+    picks = set(np.linspace(0, max((reader.count or 1) - 1, 0), preview_frames).round().astype(int).tolist())
+    shots: list[np.ndarray] = []
     writer = None
     prev_in = prev_out = None
     diffs_in, diffs_out = [], []
@@ -223,10 +227,12 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
             if cancel is not None and cancel.is_set():
                 raise KeyboardInterrupt
             if writer is None:
-                stats.size = (rgb.shape[1], rgb.shape[0])
+                stats.size = (rgb.shape[1] * (2 if side_by_side else 1), rgb.shape[0])
                 writer = VideoWriter(dst, reader.fps, stats.size)
             out, found = editor.frame(rgb, i / reader.fps)
-            writer.write(out)
+            writer.write(np.concatenate([rgb, out], axis=1) if side_by_side else out)
+            if preview is not None and i in picks:
+                shots.append(np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), out], axis=1))
             stats.frames += 1
             stats.with_face += int(found)
             if prev_in is not None:
@@ -240,6 +246,11 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
             raise UserError(f"{Path(src).name}: no frames could be read from this video")
         writer.finish()
         writer = None
+        if preview is not None and shots:
+            from engine.render import save_image
+
+            gap = np.full((8, shots[0].shape[1], 3), 255, np.uint8)
+            save_image(np.concatenate([x for shot in shots for x in (shot, gap)][:-1], axis=0), preview)
     finally:
         bar.close()
         reader.close()
