@@ -1,7 +1,7 @@
 """`main.py app` (also plain `main.py`): the desktop editor.
 
 `--screenshot PATH` opens the window, loads the model, waits for the first frame, writes a PNG of the whole window
-(QWidget.grab) and exits; the README's screenshot is made with it.
+(QWidget.grab) and exits; the README's screenshot is made with it (and docs/images/style_panel.png, with `--style`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ def add_arguments(p):
     p.add_argument("--encoder", default=None, help="inversion encoder for the model (default: the bundled one)")
     p.add_argument("--directions", default=None, help="direction set .npz (default: the bundled one)")
     p.add_argument("--photo", default=None, help="a photo to open for editing once the model is loaded")
+    p.add_argument("--style", default=None, metavar="MODEL",
+                   help="a stylized model (made by main.py stylize from the model) to show in the model's place")
     p.add_argument("--seed", type=int, default=None, help="seed to show first")
     p.add_argument("--side-by-side", action="store_true", help="show the teacher beside the student")
     p.add_argument("--screenshot", default=None, metavar="PATH",
@@ -32,7 +34,7 @@ def run(args) -> int:
     from engine.errors import UserError
 
     for name, path in (("model", args.model), ("teacher", args.teacher), ("encoder", args.encoder),
-                       ("directions", args.directions), ("photo", args.photo)):
+                       ("directions", args.directions), ("photo", args.photo), ("style", args.style)):
         if path is not None and not Path(path).exists():
             raise UserError(f"--{name} {path}: no such file")
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -83,6 +85,9 @@ def run(args) -> int:
             win.view.clear_toast()  # transient messages are not part of the picture
             win.statusBar().clearMessage()
             app.processEvents()
+            if args.style:
+                win.side.ensureWidgetVisible(win.stylization.panel)
+                app.processEvents()
             img = win.grab()
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +111,18 @@ def run(args) -> int:
             status["rc"] = 1
             QTimer.singleShot(0, shoot)
 
-        if args.photo:
+        if args.style:
+            styled = {}  # the first frame of the stylized model, not one of the base still on its way
+
+            def shown(frame):
+                if "version" in styled and frame.version >= styled["version"]:
+                    styled.clear()
+                    ready()
+
+            win.editor.generatorChanged.connect(lambda _G: styled.update(version=win.editor.session.version))
+            win.display.frameShown.connect(shown)
+            win.editor.notified.connect(lambda text, level, _ms: failed(text) if level == "error" else None)
+        elif args.photo:
             win.photoReady.connect(ready)
         else:
             win.frameShown.connect(ready, type=_single_shot())
@@ -126,6 +142,8 @@ def run(args) -> int:
             win.modelLoaded.connect(lambda: win.set_side_by_side(True))
         if args.photo:
             win.modelLoaded.connect(lambda: win.open_photo(args.photo))
+        if args.style:
+            win.modelLoaded.connect(lambda: win.stylization.load_stylized(args.style))
 
     QTimer.singleShot(0, start)
     rc = app.exec()

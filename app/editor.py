@@ -1,6 +1,6 @@
-"""What the editor's parts share: the loaded models, the edit session (its events as Qt signals), what is being edited
-(`Source`), the photos that undo can return to, and the window's services (messages, settings, remembered places,
-background tasks).
+"""What the editor's parts share: the loaded models (and what renders in the model's place: a stylized stand-in, set
+by `render_with`), the edit session (its events as Qt signals), what is being edited (`Source`), the photos that undo
+can return to, and the window's services (messages, settings, remembered places, background tasks).
 
 Parts observe this object and the session through signals and change them through their public methods; none of
 them calls into another part. What is being edited is not set by hand: it follows the session's state (its base
@@ -36,6 +36,7 @@ class Editor(QObject):
     sourceChanged = Signal(object)  # Source; also when another photo is edited
     focusRequested = Signal(object)  # Source whose controls should come to the front
     editModeChanged = Signal(str)  # "transfer" | "regenerate": how photos and the camera show an edit
+    generatorChanged = Signal(object)  # what renders the edits now: the model, or a stand-in (a stylization)
     notified = Signal(str, str, int)  # text, level ("info" | "error"), ms: a message for the user
     statusShown = Signal(str, int)  # text, ms: a passing word in the status bar only
 
@@ -63,6 +64,13 @@ class Editor(QObject):
     def session(self):
         """The engine.edit.EditSession of the loaded model (None before one is loaded)."""
         return self.signals.session
+
+    @property
+    def generator(self):
+        """What renders the model's edits (seeds, photos, the camera): the loaded model, or a generator of its W space
+        standing in for it (`render_with`). Safe to read on the render worker."""
+        s = self.session
+        return s.models[MAIN] if s is not None else None
 
     # --- models ----------------------------------------------------------------------------------------------------
     def begin_model_load(self) -> None:
@@ -92,9 +100,19 @@ class Editor(QObject):
         restarts there)."""
         old = self.session
         self.models.teacher = teacher
-        self.signals.attach(old.with_models({MAIN: self.models.G, TEACHER: teacher}))
+        self.signals.attach(old.with_models({MAIN: old.models[MAIN], TEACHER: teacher}))  # keeps a stand-in
         old.close()
         self.teacherChanged.emit(teacher)
+
+    def render_with(self, G=None) -> None:
+        """Render seeds, photos and the camera with G (a stylized model of the same W space, or a blend of one)
+        instead of the loaded model; None: the loaded model again. The edits and their history stay."""
+        if self.session is None:
+            return
+        G = self.models.G if G is None else G
+        if G is not self.generator:
+            self.session.set_model(MAIN, G)
+            self.generatorChanged.emit(G)
 
     # --- what is edited --------------------------------------------------------------------------------------------
     def remember_photo(self, photo) -> None:

@@ -1,5 +1,5 @@
 """The work the editor hands to worker threads: loading models (and finding their teacher, directions and encoder),
-photo inversion, direction computation. Plain functions of a `TaskContext`; no widgets here."""
+photo inversion, direction computation, stylization. Plain functions of a `TaskContext`; no widgets here."""
 
 from __future__ import annotations
 
@@ -211,6 +211,48 @@ def tune_photo(ctx, models: LoadedModels, state: PhotoState, steps: int):
     from engine.runtime import prepare_for_cpu
 
     return prepare_for_cpu(r.G)
+
+
+def stylize(ctx, models: LoadedModels, sources: list, aligned: bool, options):
+    """Few-shot stylization of a copy of the model (engine.edit.stylize): the style images are inverted, then the copy
+    is fine-tuned with progress per step. Cancel stops after the step in progress and keeps nothing. Returns the
+    stylized generator (the loaded model is untouched) and its Stylizer (steps, loss history)."""
+    from app.workers import Cancelled
+    from engine.edit.stylize import Stylizer, prepare_exemplar
+    from engine.runtime import prepare_for_cpu
+
+    inv = models.inverter()
+    exemplars = []
+    for i, source in enumerate(sources):
+        ctx.progress(0, 1, f"inverting style image {i + 1}/{len(sources)}…")
+        exemplars.append(prepare_exemplar(source, inv, aligned, options.invert_steps, cancel=ctx.cancel_event))
+        ctx.check()
+    st = Stylizer(models.G, exemplars, options)
+
+    def callback(step, total, loss):
+        ctx.progress(step, total, f"stylizing {step}/{total} · loss {loss:.3f}")
+
+    if st.run(callback=callback, should_stop=lambda: ctx.cancelled, progress=False) != "done":
+        raise Cancelled()
+    return prepare_for_cpu(st.result(Path(str(sources[0])).stem)), st
+
+
+def load_stylized_for(ctx, G, path):
+    """Load a stylized model (main.py stylize) and check that it can stand in for G: the same W space (the edits
+    and the encoder's codes mean the same) and the same network (its strength is a blend of weights with G's)."""
+    from engine import load_generator
+    from engine.errors import UserError
+    from engine.io.latents import same_w_space
+    from engine.runtime import prepare_for_cpu
+
+    S = load_generator(path)
+    name, base = Path(path).name, Path(G.source_path).name
+    if not same_w_space(S, G):
+        raise UserError(f"{name} has another W space than {base}; load a model stylized from {base}")
+    shapes = lambda M: {k: tuple(v.shape) for k, v in M.synthesis.state_dict().items()}  # noqa: E731
+    if S.is_student != G.is_student or shapes(S) != shapes(G):
+        raise UserError(f"{name} is another network than {base} (same W space); load a stylization of {base}")
+    return prepare_for_cpu(S)
 
 
 def _quality(metrics: dict) -> str:

@@ -1,11 +1,11 @@
 """The editor's main window: it composes the parts (app/parts), the menus, the viewport and the status bar.
 
 Each part owns its panel and connects it to the engine: model, display (the viewport's frames), seeds, edits
-(direction sliders and mixing), photo, camera, files (saving, opening, recent files, drag & drop, export). They share
-the `Editor` (models, edit session, what is edited) and observe it and the session through signals; the window only
-wires one part's requests to another's public methods and keeps the menus in step. Everything heavy runs elsewhere:
-renders on the EditSession's worker, loading, inversion, directions and export on `Task`s, the webcam on
-`LiveRunner`'s threads.
+(direction sliders and mixing), photo, camera, files (saving, opening, recent files, drag & drop, export), style
+(stylization, a stylized model rendering in the model's place). They share the `Editor` (models, edit session, what is
+edited) and observe it and the session through signals; the window only wires one part's requests to another's public
+methods and keeps the menus in step. Everything heavy runs elsewhere: renders on the EditSession's worker, loading,
+inversion, directions, stylization and export on `Task`s, the webcam on `LiveRunner`'s threads.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from app.parts.files import FilesPart
 from app.parts.model import ModelPart
 from app.parts.photo import PhotoPart
 from app.parts.seeds import SeedsPart
+from app.parts.style import StylePart
 from app.widgets import FitTabs, ImageView
 
 SHORTCUTS = [
@@ -59,7 +60,7 @@ class MainWindow(QMainWindow):
         self.photo = PhotoPart(ed, self.display, self)
         self.camera = CameraPart(ed, self)
         self.files = FilesPart(ed, self.display, self)
-        # A style part (stylization) joins these, with its panel in the side bar.
+        self.stylization = StylePart(ed, self)  # not "style": QWidget.style() must stay
         self._build_ui()
         self._build_menus()
         self._connect()
@@ -87,7 +88,7 @@ class MainWindow(QMainWindow):
             panel.setTitle("")
             panel.setFlat(True)
             self.source_tabs.addTab(panel, title)
-        for w in (self.model.panel, self.source_tabs, self.edits.panel, self.edits.mix_panel):
+        for w in (self.model.panel, self.source_tabs, self.edits.panel, self.edits.mix_panel, self.stylization.panel):
             sv.addWidget(w)
         sv.addStretch(1)
         self.side = QScrollArea()
@@ -221,6 +222,14 @@ class MainWindow(QMainWindow):
         act(cm, "Start / stop camera", c.toggle, "Ctrl+K")
         act(cm, "&Snapshot into photo editing", c.snapshot, "Ctrl+Shift+K")
         act(cm, "Look for cameras", c.probe_cameras, None)
+
+        stm = mb.addMenu("S&tyle")
+        act(stm, "&Add style images…", self.stylization.choose_images, None,
+            "Pictures whose style the faces should take")
+        act(stm, "&Load stylized model…", self.stylization.choose_stylized, None,
+            "Open a model made by main.py stylize from this model")
+        act(stm, "&Save stylized model…", self.stylization.save_stylized, None,
+            "Save the stylized model at the strength shown")
 
         hm = mb.addMenu("&Help")
         act(hm, "&Keyboard shortcuts", self.show_shortcuts, "F1")

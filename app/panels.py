@@ -3,14 +3,18 @@ app/parts connect them to the engine."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -556,3 +560,162 @@ class CameraPanel(QGroupBox):
         self.video.setEnabled(not running)
         if not running:
             self.fps.setText("")
+
+
+class StylePanel(QGroupBox):
+    """Few-shot stylization: style images, fine-tuning with progress, a stylized model loaded or saved, and how it is
+    shown (base | stylized, strength)."""
+
+    addRequested = Signal()
+    clearRequested = Signal()
+    stylizeRequested = Signal()
+    cancelRequested = Signal()
+    loadRequested = Signal()
+    saveRequested = Signal()
+    styledToggled = Signal(bool)  # show the stylized model (True) or the base (False)
+    strengthChanged = Signal(float)  # 0..1, when the slider is let go (a blend per value is not free)
+
+    def __init__(self, parent=None):
+        super().__init__("Style", parent)
+        self._running = self._available = False
+        v = QVBoxLayout(self)
+        self.images = QListWidget()
+        self.images.setViewMode(QListWidget.IconMode)
+        self.images.setIconSize(QSize(48, 48))
+        self.images.setFlow(QListWidget.LeftToRight)
+        self.images.setWrapping(False)
+        self.images.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.images.setFixedHeight(66)
+        self.images.setToolTip("Style images: one to a few pictures (a drawing, a painting, a cartoon) of a face")
+        self.images.setVisible(False)
+        v.addWidget(self.images)
+        row = QHBoxLayout()
+        self.add = QPushButton("Add style images…")
+        self.add.clicked.connect(self.addRequested)
+        self.clear = QPushButton("Clear")
+        self.clear.clicked.connect(self.clearRequested)
+        row.addWidget(self.add, 1)
+        row.addWidget(self.clear)
+        v.addLayout(row)
+        self.aligned = QCheckBox("Aligned crops (--aligned)")
+        self.aligned.setToolTip("The style images are square crops of the face already (drawings the face detector "
+                                "misses): no face detection")
+        v.addWidget(self.aligned)
+        run = QHBoxLayout()
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 5000)
+        self.steps.setSingleStep(50)
+        self.steps.setValue(200)
+        self.steps.setSuffix(" steps")
+        self.steps.setToolTip("Fine-tuning steps (JoJoGAN uses 300; the style shows after about 100)")
+        self.stylize = QPushButton("Stylize")
+        self.stylize.setObjectName("primary")
+        self.stylize.setToolTip("Fine-tune a copy of the model so that every face renders in the style of the images")
+        self.stylize.clicked.connect(self.stylizeRequested)
+        run.addWidget(self.steps)
+        run.addWidget(self.stylize, 1)
+        v.addLayout(run)
+        prog = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(self.cancelRequested)
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.cancel)
+        v.addLayout(prog)
+        files = QHBoxLayout()
+        self.load = QPushButton("Load stylized model…")
+        self.load.setToolTip("Open a model made by main.py stylize from this model")
+        self.load.clicked.connect(self.loadRequested)
+        self.save = QPushButton("Save…")
+        self.save.setToolTip("Save the stylized model at the strength shown (.safetensors)")
+        self.save.clicked.connect(self.saveRequested)
+        files.addWidget(self.load, 1)
+        files.addWidget(self.save)
+        v.addLayout(files)
+        show = QHBoxLayout()
+        show.setSpacing(0)
+        self.base = QPushButton("Base")
+        self.styled = QPushButton("Stylized")
+        self.base.setToolTip("Render with the model itself")
+        self.styled.setToolTip("Render seeds, photos and the camera with the stylized model")
+        group = QButtonGroup(self)
+        for b in (self.base, self.styled):
+            b.setCheckable(True)
+            group.addButton(b)
+            show.addWidget(b, 1)
+        self.base.setChecked(True)
+        self.styled.toggled.connect(self.styledToggled)
+        v.addLayout(show)
+        strength = QHBoxLayout()
+        strength.addWidget(QLabel("Strength"))
+        self.strength = QSlider(Qt.Horizontal)
+        self.strength.setRange(0, 100)
+        self.strength.setValue(100)
+        self.strength.setTracking(False)
+        self.strength.setToolTip("How much of the style: the weights blended between the base (0 %) and the stylized "
+                                 "model (100 %)")
+        self.strength.sliderMoved.connect(self._show_strength)
+        self.strength.valueChanged.connect(self._on_strength)
+        self.strength_value = QLabel("100 %")
+        self.strength_value.setMinimumWidth(44)
+        self.strength_value.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        strength.addWidget(self.strength, 1)
+        strength.addWidget(self.strength_value)
+        v.addLayout(strength)
+        self.status = _muted("Add one to a few style images, or load a stylized model.")
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
+        v.addWidget(self.status)
+        self.set_running(False)
+        self.set_stylized(False)
+
+    def _show_strength(self, v: int):
+        self.strength_value.setText(f"{v} %")
+
+    def _on_strength(self, v: int):
+        self._show_strength(v)
+        self.strengthChanged.emit(v / 100)
+
+    def set_images(self, paths: list[str]):
+        from pathlib import Path
+
+        self.images.clear()
+        for p in paths:
+            pix = QPixmap(p)
+            item = QListWidgetItem(QIcon(pix.scaled(48, 48, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+                                   if not pix.isNull() else QIcon(), "")
+            item.setToolTip(Path(p).name)
+            self.images.addItem(item)
+        self.images.setVisible(bool(paths))
+        self._enable()
+
+    def set_running(self, running: bool, text: str = ""):
+        self._running = running
+        self.progress.setVisible(running)
+        self.cancel.setVisible(running)
+        if running:
+            self.progress.setValue(0)
+            self.progress.setFormat(text or "%p%")
+        self._enable()
+
+    def set_progress(self, frac: float, text: str = ""):
+        self.progress.setValue(int(frac * 1000))
+        if text:
+            self.progress.setFormat(text)
+
+    def set_stylized(self, available: bool, on: bool = False):
+        """Whether a stylized model exists (the switch, strength and save need one) and whether it is shown."""
+        self._available = available
+        self.styled.blockSignals(True)
+        (self.styled if on else self.base).setChecked(True)
+        self.styled.blockSignals(False)
+        self._enable()
+
+    def _enable(self):
+        idle = not self._running
+        for w in (self.add, self.clear, self.aligned, self.steps, self.load):
+            w.setEnabled(idle)
+        self.stylize.setEnabled(idle and self.images.count() > 0)
+        for w in (self.base, self.styled, self.strength, self.save):  # the last style stays usable while one trains
+            w.setEnabled(self._available)

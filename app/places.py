@@ -32,6 +32,13 @@ class Places(QObject):
             self.remember_dir(kind, path)
         return path
 
+    def ask_open_files(self, parent, title: str, kind: str, filt: str) -> list[str]:
+        """Files chosen in an open dialog that starts where this kind was last opened ([] if cancelled)."""
+        paths, _ = QFileDialog.getOpenFileNames(parent, title, self.last_dir(kind), filt)
+        if paths:
+            self.remember_dir(kind, paths[0])
+        return paths
+
     def ask_save(self, parent, title: str, kind: str, default_name: str, filt: str) -> str:
         path, _ = QFileDialog.getSaveFileName(parent, title, str(Path(self.last_dir(kind)) / default_name), filt)
         if path:

@@ -44,6 +44,7 @@ QPushButton:checked, QToolButton:checked {{ background: {ACCENT}; color: white; 
 QPushButton:disabled, QToolButton:disabled {{ color: #5d6066; background: #2a2c30; }}
 QPushButton#primary {{ background: {ACCENT}; color: white; border-color: {ACCENT}; font-weight: 600; }}
 QPushButton#primary:hover {{ background: #5ea8f0; }}
+QPushButton#primary:disabled {{ color: #5d6066; background: #2a2c30; border-color: {BORDER}; font-weight: 400; }}
 QToolButton#flat {{ background: transparent; border: none; padding: 2px; }}
 QToolButton#flat:hover {{ background: #3c4046; }}
 QSpinBox, QDoubleSpinBox, QLineEdit, QComboBox {{

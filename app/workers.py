@@ -29,6 +29,11 @@ class TaskContext:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set by Cancel: for engine functions that take a `cancel` event (the projector)."""
+        return self._cancel
+
     def cancel(self) -> None:
         self._cancel.set()
 

@@ -512,3 +512,98 @@ def test_open_teacher_later_and_refuse_a_foreign_one(qtbot, window, model_dir, t
     window.open_teacher(str(model_dir / "teacher.safetensors"))
     qtbot.waitUntil(lambda: len(window.view.panes()) == 2, timeout=TIMEOUT)
     assert window.view.panes()[0].title.startswith("Teacher")
+
+
+def _style_images(fixtures, tmp_path):
+    """A pencil sketch of a fixture photo (a style image with a face), and a doodle no face detector finds."""
+    img = cv2.imread(str(fixtures / "images" / "astronaut.png"))
+    _, colour = cv2.pencilSketch(img, sigma_s=60, sigma_r=0.07, shade_factor=0.05)
+    cv2.imwrite(str(tmp_path / "pencil.png"), colour)
+    doodle = np.full((200, 200, 3), 235, np.uint8)
+    cv2.circle(doodle, (100, 100), 70, (40, 40, 40), 3)
+    cv2.imwrite(str(tmp_path / "doodle.png"), doodle)
+    return tmp_path / "pencil.png", tmp_path / "doodle.png"
+
+
+def test_style_panel_stylizes_blends_saves_and_refuses(qtbot, window, fixtures, tmp_path, model_dir, rosinality_pt):
+    """Stylize a few steps off the UI thread, show it (seeds and photos follow; transfer switches to regenerate),
+    strength 0 is the base model, save it (never over the model), load it back, refuse another W space."""
+    from engine.render import psnr, to_uint8
+
+    style, ed = window.stylization, window.editor
+    panel = style.panel
+    pencil, doodle = _style_images(fixtures, tmp_path)
+    base = shown(window)
+
+    # a drawing without a detectable face: one line naming --aligned; the images stay
+    style.set_images([doodle])
+    style.stylize(steps=2, batch=1, invert_steps=1)
+    qtbot.waitUntil(lambda: not panel.progress.isVisible(), timeout=TIMEOUT)
+    assert "--aligned" in panel.status.text() and panel.images.count() == 1 and style.styled is None
+
+    style.set_images([pencil])
+    panel.steps.setValue(3)
+    assert ed.edit_mode == "transfer"
+    style.stylize(batch=1, invert_steps=2)
+    assert panel.progress.isVisible() and panel.cancel.isVisible()
+    qtbot.waitUntil(lambda: style.styled is not None, timeout=TIMEOUT)
+    assert panel.styled.isChecked() and ed.generator is not ed.models.G
+    wait_for_change(qtbot, window, base)
+    assert "stylized" in window.view.panes()[-1].title
+    assert "steps/s" in panel.status.text() and "regenerate" in panel.status.text()
+    assert ed.edit_mode == "regenerate"  # edit transfer would keep the photo's own pixels: no style
+    with torch.no_grad():
+        expect = to_uint8(style.styled.synthesis(ed.session.compute_ws()))[0] / 127.5 - 1
+    qtbot.waitUntil(lambda: psnr(shown(window) / 127.5 - 1, expect) > 40, timeout=TIMEOUT)
+
+    # strength 0: the stylized weights blended all the way back to the base model's
+    panel.strength.setValue(0)
+    qtbot.waitUntil(lambda: psnr(shown(window) / 127.5 - 1, base / 127.5 - 1) > 40, timeout=TIMEOUT)
+    assert "0 %" in panel.status.text()
+    panel.strength.setValue(100)
+    qtbot.waitUntil(lambda: psnr(shown(window) / 127.5 - 1, expect) > 40, timeout=TIMEOUT)
+    panel.base.click()
+    assert ed.generator is ed.models.G
+    qtbot.waitUntil(lambda: psnr(shown(window) / 127.5 - 1, base / 127.5 - 1) > 40, timeout=TIMEOUT)
+
+    # save: never over the model being edited; then load it back
+    model = model_dir / "student.safetensors"
+    before = model.read_bytes()
+    style.save_stylized(model)
+    assert "model being edited" in panel.status.text() and model.read_bytes() == before
+    out = tmp_path / "pencil-styled.safetensors"
+    style.save_stylized(out)
+    qtbot.waitUntil(lambda: "Saved" in panel.status.text(), timeout=TIMEOUT)
+    assert engine.load_generator(out).cfg.info["stylized"]["name"] == "pencil"
+    style.load_stylized(rosinality_pt)  # another model's W space
+    qtbot.waitUntil(lambda: "another W space" in panel.status.text(), timeout=TIMEOUT)
+    assert style.name == "pencil" and not panel.styled.isChecked()
+    style.styled = None
+    style.load_stylized(out)
+    qtbot.waitUntil(lambda: style.styled is not None and panel.styled.isChecked(), timeout=TIMEOUT)
+    wait_for_change(qtbot, window, shown(window))
+
+    # the camera renders with the stylized model too, and follows the switch while it runs
+    frames = []
+    window.start_camera(str(_make_video(tmp_path / "cam.avi", fixtures, frames=8)))
+    window.camera.live.frame.connect(lambda lf, fps: frames.append(lf))
+    qtbot.waitUntil(lambda: any(f.face for f in frames), timeout=TIMEOUT)
+    pipeline = window.camera.live.runner.pipeline
+    assert pipeline.G is ed.generator and pipeline.mode == "regenerate"
+    panel.base.click()
+    assert pipeline.G is ed.models.G
+    window.camera.stop_camera()
+
+
+def test_style_panel_cancel_stops_cleanly(qtbot, window, fixtures, tmp_path):
+    style = window.stylization
+    panel = style.panel
+    pencil, _ = _style_images(fixtures, tmp_path)
+    style.set_images([pencil])
+    panel.steps.setValue(5000)
+    style.stylize(batch=1, invert_steps=1)
+    qtbot.waitUntil(lambda: "stylizing" in panel.progress.format(), timeout=TIMEOUT)
+    panel.cancel.click()
+    qtbot.waitUntil(lambda: not panel.progress.isVisible(), timeout=TIMEOUT)
+    assert "Cancelled" in panel.status.text() and style.styled is None
+    assert window.editor.generator is window.editor.models.G and panel.stylize.isEnabled()

@@ -36,6 +36,7 @@ class CameraPart(QObject):
         self.panel.mode.set_mode(editor.edit_mode)
         self.panel.mode.modeChosen.connect(editor.set_edit_mode)
         editor.editModeChanged.connect(self._on_mode)
+        editor.generatorChanged.connect(self._on_generator)
         self.panel.setEnabled(False)
         self.live: CameraController | None = None  # while the camera runs
         self._live_frame = None
@@ -92,7 +93,7 @@ class CameraPart(QObject):
             ed.notify(msg, "error", 8000)
             return
         self.stop_camera()
-        self.live = CameraController(self, ed.models, ed.session.edit_latent, ed.edit_mode)
+        self.live = CameraController(self, ed.models, ed.session.edit_latent, ed.edit_mode, ed.generator)
         self.live.frame.connect(self._on_frame)
         self.live.failed.connect(self._on_failed)
         self.live.stopped.connect(self._on_stopped)
@@ -124,6 +125,10 @@ class CameraPart(QObject):
         if self.live is not None:
             self.live.set_mode(mode)
 
+    def _on_generator(self, G):
+        if self.live is not None:
+            self.live.set_generator(G)
+
     def _on_source(self, source):
         if source is not Source.CAMERA and self.live is not None:  # another part took over what is edited
             self.stop_camera()
@@ -152,11 +157,12 @@ class CameraController(QObject):
     stopped = Signal()
     _posted = Signal()
 
-    def __init__(self, parent, models, edit, mode: str = "transfer"):
+    def __init__(self, parent, models, edit, mode: str = "transfer", G=None):
         """edit: ws -> edited ws, called on the runner's threads for every frame (the editor's current sliders);
-        mode: "transfer" or "regenerate" (see engine.live.LivePipeline)."""
+        mode: "transfer" or "regenerate" (see engine.live.LivePipeline); G: what renders the faces (default: the
+        model; the encoder is always the model's)."""
         super().__init__(parent)
-        self.models, self.edit, self.mode = models, edit, mode
+        self.models, self.edit, self.mode, self.G = models, edit, mode, G
         self.runner = None
         self.source = None
         self._lock = threading.Lock()
@@ -175,7 +181,7 @@ class CameraController(QObject):
             src = FrameSource(source)
             try:
                 ctx.check()
-                pipeline = LivePipeline(self.models.inverter(), edit=self.edit, mode=self.mode)
+                pipeline = LivePipeline(self.models.inverter(), edit=self.edit, mode=self.mode, G=self.G)
             except BaseException:
                 src.close()
                 raise
@@ -186,6 +192,8 @@ class CameraController(QObject):
                 runner.source.close()
                 runner.pipeline.close()
                 return
+            if self.G is not None:  # a style may have been turned on or off while the camera opened
+                runner.pipeline.G = self.G
             self.runner = runner.start()
 
         self._starter = run_task(open_and_run, done=started, failed=self._fail)
@@ -199,6 +207,12 @@ class CameraController(QObject):
         self.mode = mode
         if self.runner is not None:
             self.runner.pipeline.mode = mode
+
+    def set_generator(self, G) -> None:
+        """Render with G from the next frame on (the pipeline reads it every frame)."""
+        self.G = G
+        if self.runner is not None:
+            self.runner.pipeline.G = G
 
     def stop(self):
         self._closing = True

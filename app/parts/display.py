@@ -119,7 +119,8 @@ class DisplayPart(QObject):
             if teacher is not None and T is not None:
                 panes.append(Pane(f"Teacher · StyleGAN2 · {T.resolution} px", teacher))
             kind = "Student · BlazeStyleGAN" if G.is_student else "StyleGAN2"
-            panes.append(Pane(f"{kind} · {G.resolution} px", frame.main))
+            style = " · stylized" if ed.generator is not G else ""
+            panes.append(Pane(f"{kind} · {G.resolution} px{style}", frame.main))
         self.view.set_panes(panes)
 
     def show_live(self, lf, fps: float) -> None:

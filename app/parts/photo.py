@@ -194,7 +194,8 @@ class PhotoPart(QObject):
     def _on_source(self, source):
         """While a photo is edited, every rendered frame becomes the edited photo (on the render worker, so that the
         UI thread only shows the result): transfer carries the edit over to the photo's own pixels; regenerate pastes
-        the render back. A photo tuned to its face renders with its tuned copy of the generator."""
+        the render back. A photo tuned to its face renders with its tuned copy of the generator (unless a stylized
+        model renders instead)."""
         if source is Source.CAMERA:
             return
         ed = self.editor
@@ -216,17 +217,17 @@ class PhotoPart(QObject):
         def edited(name, G, image, ws):
             from engine.faces import paste_back
 
-            if tuned is not None and name == "main":
+            if tuned is not None and name == "main" and G is models.G:  # tuned from the model: a style wins over it
                 G, image = tuned, render(tuned, ws)
             if mode == "regenerate":
                 return paste_back(photo.rgb, image, photo.aligned)
             key = (name, id(photo.ws))  # a refine replaces the photo's codes
-            if key not in befores:
-                befores[key] = render(G, photo.ws)
-            return transfer(photo.rgb, photo.aligned, befores[key], image)
+            if key not in befores or befores[key][0] is not G:  # a style (or its strength) changed what renders
+                befores[key] = (G, render(G, photo.ws))
+            return transfer(photo.rgb, photo.aligned, befores[key][1], image)
 
         def post(frame):
-            out = {"pasted": edited("main", models.G, frame.main, frame.ws)}
+            out = {"pasted": edited("main", ed.generator, frame.main, frame.ws)}
             if frame.teacher is not None and models.teacher is not None:
                 out["pasted_teacher"] = edited("teacher", models.teacher, frame.teacher, frame.ws)
             return out

@@ -10,6 +10,7 @@ The switch `fast` (default engine.runtime.FAST_SYNTHESIS, from BLAZESTUDIO_FAST_
 engine.runtime.fast_synthesis: the fastest runtime that reproduces G.synthesis, chosen on the model's first render
 ("torch": in-process, about a second; "all", the default: ONNX Runtime and LiteRT too for models of 128 px and up,
 converted on a background thread while PyTorch renders, then switched to); "off" renders with G.synthesis.
+`set_model(name, G)` swaps the generator behind a name (a stylized stand-in); one swapped in gets "torch" at most.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Renderer:
                  fast: str | None = None):
         self.models = models
         self.main_name = next(iter(models))
+        self._initial = dict(models)  # the models it started with (set_model may replace them)
         self.noise_mode = noise_mode
         self.on_frame = on_frame
         self.render_counts = {name: 0 for name in models}  # network passes actually run, per model
@@ -102,6 +104,9 @@ class Renderer:
     def _synthesis(self, name: str):
         G = self.models[name]
         mode = self._fast_mode
+        if mode == "all" and G is not self._initial.get(name):
+            # A model swapped in (a style blend) changes with every strength: no file conversions for each one.
+            mode = "torch"
         if mode == "off" or self.noise_mode != "const" or not G.is_student:
             return lambda ws: G.synthesis(ws, noise_mode=self.noise_mode)
         if name not in self._fast:
@@ -138,8 +143,17 @@ class Renderer:
             traceback.print_exc()
             fs = rt.FastSynthesis(G, None, "pytorch", {"failure": "building the fast path failed"})
         with self._render_lock:
-            if self._fast_mode == mode and not self.closed:
+            if self._fast_mode == mode and not self.closed and self.models.get(name) is G:
                 self._fast[name] = fs
+
+    def set_model(self, name: str, G) -> None:
+        """Render `name` with G from the next frame on (its cached image and fast path belong to the old model)."""
+        if name not in self.models:
+            raise UserError(f"no model named {name!r} in this session (have {', '.join(self.models)})")
+        with self._render_lock:  # never in the middle of a frame
+            self.models[name] = G
+            self._image_cache.pop(name, None)
+            self._fast.pop(name, None)
 
     def set_postprocess(self, fn: Callable[[Frame], dict] | None) -> None:
         with self._cond:

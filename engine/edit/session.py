@@ -10,7 +10,8 @@ ws → image per model) then skips the network entirely.
 
 Rendering (engine.edit.renderer): `render()` renders now, on the caller's thread. `request_render()` returns at once;
 one worker thread renders the newest requested state only (requests made while it is busy are merged into one),
-stores it as `latest_frame()` and calls the callbacks on the worker thread.
+stores it as `latest_frame()` and calls the callbacks on the worker thread. `set_model(name, G)` renders a name with
+another generator of the same W space from then on (the editor's stylized model and its strength blends).
 
 Observers connect to `session.events` (engine.events, no Qt; a Qt app re-emits them as signals on its UI thread):
 `changed(state)` after every change, undo, redo, group and new base; `directions(dset)` when the direction set gains,
@@ -517,6 +518,22 @@ class EditSession:
         """fn(frame) -> {name: image} run on every rendered frame, on the thread that renders it; its outputs land in
         `frame.extra` (the editor pastes the edited face back into its photo). None: no post-process."""
         self.renderer.set_postprocess(fn)
+
+    def set_model(self, name: str, G) -> None:
+        """Render `name` with G instead from now on: a generator of the same W space standing in for the model (a
+        stylized copy, a blend of one). The edit state and its history stay; as after a change, observers
+        hear `changed` and, with render_on_change, a frame follows."""
+        if name not in self.models:
+            raise UserError(f"no model named {name!r} in this session (have {', '.join(self.models)})")
+        if not same_w_space(G, self.models[name]):
+            raise UserError("that model does not share this session's W space")
+        prepare_for_cpu(G)
+        with self._lock:
+            self.renderer.set_model(name, G)  # the renderer shares self.models
+            if name == self.main_name:
+                self.G = G
+            self._bump()  # the same state now means other pixels: frames of the old model are stale
+        self._announce()
 
     def render(self, which=None) -> Frame:
         """Render the current state now (on this thread); `which` limits it to some model names."""
