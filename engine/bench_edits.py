@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-GEOMETRIC = {"mouth open": "mouth_open", "mouth_open": "mouth_open", "smile": "smile", "pose": "yaw", "yaw": "yaw",
-             "pitch": "pitch", "eyes_open": "eyes_open"}
+# Directions whose effect the face mesh measures on the output photo; fitted directions carry their attribute instead.
+GEOMETRIC = {"mouth open": "mouth_open", "smile": "smile", "pose": "yaw", "head turn": "yaw", "nod": "pitch",
+             "head tilt": "roll", "eyes open": "eyes_open"}
 FRACTION = 0.8
 
 

@@ -86,7 +86,7 @@ def test_geometric_edit_moves_landmarks_like_the_regenerated_face(kit, photos):
         base = meter.photo(pe.rgb)["yaw"]
         regen_base = meter.photo(pe.render(lambda ws: ws, "regenerate"))["yaw"]
         for frac in (-0.8, 0.8):
-            fn = _edit(dset, "pose", frac)
+            fn = _edit(dset, "head turn", frac)
             t = meter.photo(pe.render(fn, "transfer"))["yaw"] - base
             r = meter.photo(pe.render(fn, "regenerate"))["yaw"] - regen_base
             assert np.sign(t) == np.sign(r) and abs(t) >= 0.5 * abs(r), (frac, t, r)
@@ -157,7 +157,7 @@ def test_edit_cli_writes_the_whole_photo_and_no_edit_is_the_input(tmp_path, fixt
     assert r.returncode == 0, r.stderr
     assert np.array_equal(load_image(out), load_image(src))
     edited = tmp_path / "edited.png"
-    r = run_main("edit", src, "--edit", "lighting=+8", "--edit", "pose=-10", "--out", edited, "--side-by-side")
+    r = run_main("edit", src, "--edit", "lighting=+8", "--edit", "head turn=-10", "--out", edited, "--side-by-side")
     assert r.returncode == 0, r.stderr
     img = load_image(edited)
     orig = load_image(src)
@@ -168,14 +168,14 @@ def test_edit_cli_writes_the_whole_photo_and_no_edit_is_the_input(tmp_path, fixt
 def test_edit_cli_bad_input(tmp_path, fixtures):
     src = fixtures / "images" / "astronaut.png"
     # The input is never overwritten.
-    r = run_main("edit", src, "--edit", "pose=2", "--out", src)
+    r = run_main("edit", src, "--edit", "head turn=2", "--out", src)
     assert r.returncode == 1 and "is the input itself" in r.stderr and "Traceback" not in r.stderr
     r = run_main("edit", src, "--mode", "regenerate", "--blend", "2", "--out", tmp_path / "b.png")
     assert r.returncode == 1 and "--blend must be between 0 and 1" in r.stderr and r.stderr.count("\n") == 1
     # No face: one line, nothing written.
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((300, 400, 3), 200, np.uint8))
-    r = run_main("edit", wall, "--edit", "pose=2", "--out", tmp_path / "x.png")
+    r = run_main("edit", wall, "--edit", "head turn=2", "--out", tmp_path / "x.png")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no face" in r.stderr
     assert not (tmp_path / "x.png").exists()
     # An unwritable place.
@@ -222,7 +222,8 @@ def test_edit_video_keeps_length_rate_size_and_is_steady(tmp_path, fixtures):
     src = fixtures / "video" / "single_face.mp4"
     out = tmp_path / "edited.mp4"
     preview = tmp_path / "preview.png"
-    r = run_main("edit-video", src, "--edit", "lighting=+6", "--edit", "pose=+8", "--out", out, "--preview", preview)
+    r = run_main("edit-video", src, "--edit", "lighting=+6", "--edit", "head turn=+8", "--out", out,
+                 "--preview", preview)
     assert r.returncode == 0, r.stderr
     assert "audio track, which is not copied" in r.stdout
     a, fa = _frames(src)
