@@ -143,6 +143,9 @@ class SeedPanel(QGroupBox):
         self.random.setToolTip("Back to editing seeds  (Ctrl+B)" if on else "A random seed  (R)")
 
 
+LOCK_COLUMNS = 3
+
+
 class DirectionsPanel(QGroupBox):
     """One DirectionRow per direction of the loaded set (`rows`, whose signals say what the user did to each), plus
     set-level actions."""
@@ -166,8 +169,9 @@ class DirectionsPanel(QGroupBox):
         self._rows.setSpacing(2)
         self._v.addWidget(self._rows_box)
         # "Hold still": one toggle per attribute the set has a boundary for (a direction fitted to a measure).
+        # A grid, not a row: a set fitted to a dozen attributes would otherwise widen the side panel past the window.
         self.locks_box = QWidget()
-        self._locks = QHBoxLayout(self.locks_box)
+        self._locks = QGridLayout(self.locks_box)
         self._locks.setContentsMargins(0, 4, 0, 0)
         self._locks.setSpacing(3)
         self.lock_buttons: dict[str, QToolButton] = {}
@@ -227,18 +231,18 @@ class DirectionsPanel(QGroupBox):
             if item.widget() is not None:
                 item.widget().setParent(None)
         if attributes:
-            self._locks.addWidget(_muted("Hold still:"))
-        for name in attributes:
+            self._locks.addWidget(_muted("Hold still:"), 0, 0, 1, LOCK_COLUMNS)
+        for k, name in enumerate(attributes):
             b = QToolButton()
-            b.setText(name)
+            b.setText(name.replace("_", " "))
+            b.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
             b.setCheckable(True)
             b.setChecked(name in locked)
             b.setToolTip(f"Keep {name} as it is while the other sliders move (its boundary is projected out of every "
                          "other direction)")
             b.toggled.connect(lambda _on: self.locksChanged.emit(self.locked()))
-            self._locks.addWidget(b)
+            self._locks.addWidget(b, 1 + k // LOCK_COLUMNS, k % LOCK_COLUMNS)
             self.lock_buttons[name] = b
-        self._locks.addStretch(1)
         self.locks_box.setVisible(bool(attributes))
 
     def locked(self) -> list[str]:

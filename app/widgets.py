@@ -334,7 +334,9 @@ class DirectionRow(QWidget):
         self.name.setStyleSheet(self._NAME_STYLE)
         self.name.mouseDoubleClickEvent = self._start_rename
         self.name.editingFinished.connect(self._finish_rename)
-        self.name.setMinimumWidth(60)
+        # A line edit scrolls to its cursor: start at the first letter, and make room for names up to ~16 letters.
+        self.name.setCursorPosition(0)
+        self.name.setMinimumWidth(min(round(self.name.fontMetrics().horizontalAdvance(name) * 1.15) + 12, 150))  # bold
         self.first = QSpinBox()
         self.last = QSpinBox()
         for sb in (self.first, self.last):
@@ -348,7 +350,7 @@ class DirectionRow(QWidget):
         self.last.setValue(layers[1])
         self.first.valueChanged.connect(self._on_layers)
         self.last.valueChanged.connect(self._on_layers)
-        lbl = QLabel("layers")
+        lbl = QLabel("W+")  # short: long slider names need the room (the spin boxes explain in their tooltip)
         lbl.setProperty("muted", True)
         dash = QLabel("–")
         dash.setProperty("muted", True)
@@ -440,6 +442,7 @@ class DirectionRow(QWidget):
             return
         self.name.setReadOnly(True)
         self.name.setStyleSheet(self._NAME_STYLE)
+        self.name.setCursorPosition(0)
         text = self.name.text().strip()
         if text:
             self.renamed.emit(self.key, text)
