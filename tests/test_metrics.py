@@ -339,3 +339,29 @@ def test_invert_with_lpips_vgg_records_it(tmp_path):
     _, meta = load_latent(out)
     assert meta["projector"]["perceptual"]["backbone"] == "lpips-vgg"
     assert meta["projector"]["steps"] == 2 and 0 < meta["metrics"]["perceptual"] < 2
+
+
+def test_fid_curve_over_a_runs_snapshots(tmp_path, monkeypatch, capsys):
+    """training.fid_curve finds a run's numbered snapshots in step order (then the final model), scores each with
+    the same source samples, names the best one and draws the curve."""
+    import cv2
+
+    from engine.assets import TEACHER
+    from training import fid_curve
+
+    monkeypatch.setenv("BLAZESTUDIO_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("teacher_010000", "teacher_002000", "teacher"):
+        shutil.copy(TEACHER, run / f"{name}.safetensors")
+    (run / "notes_x.safetensors").write_text("not a snapshot name")
+    assert [p.name for p in fid_curve.snapshots(run)] == [
+        "teacher_002000.safetensors", "teacher_010000.safetensors", "teacher.safetensors"]
+    assert fid_curve.main([str(run), "--samples", "4"]) == 0
+    r = json.loads((run / "fid.json").read_text())
+    # The same file three times: the same FID three times (the same seeds and source samples, features cached).
+    fids = [row["fid"] for row in r["rows"]]
+    assert len(fids) == 3 and np.isfinite(fids[0]) and fids[0] > 0 and max(fids) - min(fids) < 1e-6
+    assert "best: teacher_002000.safetensors" in capsys.readouterr().out
+    assert cv2.imread(str(run / "fid.png")).shape == (420, 720, 3)
+    assert fid_curve.main([str(tmp_path / "cache")]) == 1  # no snapshots: one line
