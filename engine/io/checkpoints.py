@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import io
 import json
 import os
@@ -27,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError
-from engine.io.safety import build_checked, read_header_config
+from engine.io.safety import build_checked, file_sha256, read_header_config  # noqa: F401 - file_sha256 re-exported
 from engine.models.config import ModelConfig
 from engine.models.generator import Generator
 
@@ -462,10 +461,3 @@ def load_generator(path=None) -> Generator:
     G.source_path = str(path)
     return G
 
-
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()

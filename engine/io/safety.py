@@ -14,6 +14,7 @@ weight is read). So:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Callable
@@ -204,3 +205,12 @@ def read_npz(path, what: str, max_bytes: int = MAX_NPZ_BYTES, names=None) -> dic
             return {name: np.array(f[name]) for name in wanted}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointError(f"{path.name}: damaged {what} ({_line(e)})") from None
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read in chunks (weights files are tens of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()

