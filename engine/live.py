@@ -444,11 +444,30 @@ class LiveRunner:
             self.on_frame(result)
 
 
-def spare_cores() -> float:
-    """CPU cores not busy with other work right now (core count minus the 1-minute load average)."""
+def spare_cores(window: float = 0.25) -> float:
+    """CPU cores not busy with other processes' work right now: all cores' busy time over `window` seconds
+    (/proc/stat) minus this process's own. The 1-minute load average counted the editor's own renders of the last
+    minute as load and chose the serial mode on an idle machine; it stays the fallback where /proc/stat is missing."""
     import os
 
+    n = os.cpu_count() or 1
+
+    def busy_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return sum(ticks) - idle, sum(ticks)
+
     try:
-        return (os.cpu_count() or 1) - os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
-        return float(os.cpu_count() or 1)
+        b0, t0 = busy_and_total()
+        own0, w0 = sum(os.times()[:2]), time.monotonic()
+        time.sleep(window)
+        b1, t1 = busy_and_total()
+        own1, w1 = sum(os.times()[:2]), time.monotonic()
+    except (OSError, ValueError, IndexError):
+        try:
+            return n - os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return float(n)
+    others = n * (b1 - b0) / max(t1 - t0, 1) - (own1 - own0) / max(w1 - w0, 1e-6)
+    return n - max(others, 0.0)

@@ -276,3 +276,31 @@ def test_frames_without_a_face_pass_through(tmp_path, kit):
     assert np.abs(got[12][:, width:].astype(int) - read_back[12].astype(int)).mean() < 3
     assert np.abs(got[5][:, :width].astype(int) - read_back[5].astype(int)).mean() < 3
     assert json.dumps({"flicker": stats.flicker_ratio})  # a plain number
+
+
+def test_spare_cores_does_not_count_this_process():
+    """The webcam's overlapped mode is chosen when a core is spare. Work of this process (the editor's own renders)
+    is not load from others: spinning a thread here leaves the measure where it was."""
+    import os
+    import threading
+
+    from engine.live import spare_cores
+
+    n = os.cpu_count() or 1
+    quiet = spare_cores()
+    assert 0 <= quiet <= n + 0.01
+    stop = threading.Event()
+
+    def spin():
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        busy_here = spare_cores()
+    finally:
+        stop.set()
+        t.join()
+    assert busy_here > quiet - 0.5, (quiet, busy_here)
