@@ -237,6 +237,9 @@ class ExportDialog(JobDialog):
         self.models, self.settings = editor.models, editor.settings
         settings = self.settings
         G = self.models.G
+        # What the editor shows is what gets exported: a stylized stand-in (Style panel) at its strength, if one is on.
+        shown = editor.generator
+        self.stylized = shown is not None and shown is not G
         self.formats = {}
         fmts = QWidget()
         h = QHBoxLayout(fmts)
@@ -272,7 +275,8 @@ class ExportDialog(JobDialog):
         self.fused = QCheckBox("One fused stylizer model too (face + sliders → edited face)")
         self.fused.setEnabled(has_encoder)
         self.with_encoder.toggled.connect(self.fused.setEnabled)
-        default_out = Path(settings.value("dirs/export", str(Path.home()), str)) / f"{Path(G.source_path).stem}-export"
+        stem = Path(G.source_path).stem + ("-stylized" if self.stylized else "")
+        default_out = Path(settings.value("dirs/export", str(Path.home()), str)) / f"{stem}-export"
         self.out_path = QLineEdit(str(default_out))
         self.force = QCheckBox("Replace an earlier export in this folder")
         self.details = QPlainTextEdit()
@@ -284,7 +288,8 @@ class ExportDialog(JobDialog):
         self.open_folder = QPushButton("Open folder")
         self.open_folder.setVisible(False)
         self.open_folder.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.out_path.text())))
-        self.form.addRow("Model", QLabel(f"{Path(G.source_path).name} · {G.cfg.arch} · {G.resolution} px"))
+        what = " · stylized (as shown)" if self.stylized else ""
+        self.form.addRow("Model", QLabel(f"{Path(G.source_path).name}{what} · {G.cfg.arch} · {G.resolution} px"))
         self.form.addRow("Formats", fmts)
         self.form.addRow("Precision", self.precision)
         self.form.addRow("Core ML bits", self.bits)
@@ -321,7 +326,7 @@ class ExportDialog(JobDialog):
         self.settings.setValue("dirs/export", str(out.parent))
         session = self.editor.session
         dset = session.directions if (self.with_directions.isChecked() and session) else None
-        G = self.models.G
+        G = self.editor.generator or self.models.G
         encoder = self.models.encoder if self.with_encoder.isChecked() else False
         fused = self.fused.isChecked() and self.fused.isEnabled() and encoder is not False
         bits = int(self.bits.currentText()) if precision == "int8" else 8

@@ -320,23 +320,42 @@ def test_camera_lost_midstream_gives_a_message(qtbot, window, fixtures, tmp_path
 
 def test_export_dialog_writes_verified_files(qtbot, window, tmp_path):
     pytest.importorskip("onnxruntime")
+    import copy
+
     from app.dialogs import ExportDialog
 
-    dlg = ExportDialog(window, window.editor)
-    qtbot.addWidget(dlg)
-    for key, cb in dlg.formats.items():
-        cb.setChecked(key == "onnx")
-    out = tmp_path / "export"
-    dlg.out_path.setText(str(out))
-    dlg.show()
-    dlg.run_button.click()
-    qtbot.waitUntil(lambda: dlg.outcome is not None or "✗" in dlg.result.text() or dlg.run_button.isEnabled()
-                    and dlg.result.text(), timeout=120_000)
+    # What the editor shows is what is exported: here a stand-in of the same W space (as the Style panel sets one).
+    G = window.editor.models.G
+    S = copy.deepcopy(G)
+    with torch.no_grad():
+        for name, p in S.synthesis.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.05)
+    window.editor.render_with(S)
+    try:
+        dlg = ExportDialog(window, window.editor)
+        qtbot.addWidget(dlg)
+        assert dlg.stylized and dlg.out_path.text().endswith("-stylized-export")
+        for key, cb in dlg.formats.items():
+            cb.setChecked(key == "onnx")
+        out = tmp_path / "export"
+        dlg.out_path.setText(str(out))
+        dlg.show()
+        dlg.run_button.click()
+        qtbot.waitUntil(lambda: dlg.outcome is not None or "✗" in dlg.result.text() or dlg.run_button.isEnabled()
+                        and dlg.result.text(), timeout=120_000)
+    finally:
+        window.editor.render_with(None)
     assert dlg.outcome is not None, dlg.result.text()
     m = dlg.outcome
     assert m["verification"]["passed"] and "verified" in dlg.result.text()
     assert (out / "synthesis.onnx").exists() and (out / "manifest.json").exists()
     assert m["directions"] is not None  # the slider set travels with the export
+    ref = np.load(out / "reference.npz")
+    with torch.no_grad():
+        ws = torch.from_numpy(ref["ws"][:1])
+        shown, base = S.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const")
+    assert np.abs(ref["image"][:1] - shown.numpy()).max() < 1e-3 < np.abs(ref["image"][:1] - base.numpy()).max()
 
 
 def test_sweep_dialog_writes_a_gif(qtbot, window, tmp_path):
