@@ -506,6 +506,7 @@ def test_bench_app_paths_run_on_a_small_model(model_dir):
     assert set(w["modes"]) == {"overlapped", "serial"} and w["mode"] in w["modes"]
     assert all(m["frames"] > 0 and m["faces_found_fraction"] > 0.5 for m in w["modes"].values())
     assert set(w["stage_median_ms"]) == {"align", "encode", "edit", "render", "transfer"}
+    assert w["regenerate_fps"] > 0
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
