@@ -233,9 +233,10 @@ class LivePipeline:
         t1 = time.perf_counter()
         edited = self.edit(ws) if self.edit is not None else ws
         t2 = time.perf_counter()
-        img = to_uint8(self.G.synthesis(edited, noise_mode="const")[0])
+        G = self.G  # once: a style switched mid-frame must not pair one model's render with another's
+        img = to_uint8(G.synthesis(edited, noise_mode="const")[0])
         mode = self.mode
-        before = to_uint8(self.G.synthesis(ws, noise_mode="const")[0]) if mode == "transfer" else None
+        before = to_uint8(G.synthesis(ws, noise_mode="const")[0]) if mode == "transfer" else None
         t3 = time.perf_counter()
         out = self.transfer(rgb, face, before, img) if mode == "transfer" else paste_back(rgb, img, face)
         t4 = time.perf_counter()
@@ -450,11 +451,14 @@ def spare_cores(window: float = 0.25) -> float:
     minute as load and chose the serial mode on an idle machine; it stays the fallback where /proc/stat is missing."""
     import os
 
-    n = os.cpu_count() or 1
+    try:
+        n = len(os.sched_getaffinity(0))  # the cores this process may run on (taskset, containers)
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
 
     def busy_and_total() -> tuple[int, int]:
         with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # guest time is already counted in user and nice
         idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
         return sum(ticks) - idle, sum(ticks)
 
@@ -469,5 +473,6 @@ def spare_cores(window: float = 0.25) -> float:
             return n - os.getloadavg()[0]
         except (AttributeError, OSError):  # no load average on this platform
             return float(n)
-    others = n * (b1 - b0) / max(t1 - t0, 1) - (own1 - own0) / max(w1 - w0, 1e-6)
-    return n - max(others, 0.0)
+    cores = os.cpu_count() or n  # /proc/stat covers every core of the machine
+    others = cores * (b1 - b0) / max(t1 - t0, 1) - (own1 - own0) / max(w1 - w0, 1e-6)
+    return max(0.0, n - max(others, 0.0))

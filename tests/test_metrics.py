@@ -325,6 +325,8 @@ def test_train_encoder_with_lpips_vgg_records_it(tmp_path):
     state = torch.load(out.with_name("e.train.pt"), weights_only=True)
     assert state["train_config"]["perceptual"] == "lpips-vgg"
     assert main_module.main([*common, "--steps", "2", "--resume", "--perceptual", "mobilenet_v2"]) == 1
+    assert main_module.main([*common, "--steps", "2", "--resume"]) == 0
+    assert load_encoder(out).cfg.info["train_config"]["perceptual"] == "lpips-vgg"
 
 
 def test_invert_with_lpips_vgg_records_it(tmp_path):

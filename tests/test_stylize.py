@@ -80,7 +80,10 @@ def test_strength_blends_base_and_style(kit, styled):
         ws = G.mapping(seeds_to_z([1], G.z_dim))
         assert torch.allclose(blend_generators(G, S, 0.0).synthesis(ws), G.synthesis(ws), atol=1e-5)
         assert torch.allclose(blend_generators(G, S, 1.0).synthesis(ws), S.synthesis(ws), atol=1e-5)
-        half = blend_generators(G, S, 0.5).synthesis(ws)
+        blend = blend_generators(G, S, 0.5)
+        # A blend is neither file: it claims no path, and records its strength.
+        assert blend.source_path == "" and blend.cfg.info["stylized"]["strength"] == 0.5
+        half = blend.synthesis(ws)
         assert not torch.allclose(half, G.synthesis(ws)) and not torch.allclose(half, S.synthesis(ws))
 
 
@@ -123,3 +126,11 @@ def test_stylize_cli(tmp_path, exemplars):
     assert S.cfg.info["stylized"]["name"] == "pencil"
     r = run_main("stylize", "--style", tmp_path / "missing.png", "--out", out)
     assert r.returncode == 1 and "no such style image" in r.stderr
+    # Never over an input: the model being stylized, or the bundled one.
+    before = out.read_bytes()
+    r = run_main("stylize", "--style", exemplars / "pencil.png", "--model", out, "--out", out)
+    assert r.returncode == 1 and "is an input model" in r.stderr and out.read_bytes() == before
+    from engine.assets import STUDENT
+
+    r = run_main("stylize", "--style", exemplars / "pencil.png", "--out", STUDENT)
+    assert r.returncode == 1 and "is an input model" in r.stderr

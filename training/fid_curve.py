@@ -26,7 +26,8 @@ SNAPSHOT = re.compile(r"^(?P<name>[a-z]+)_(?P<step>\d+)\.safetensors$")
 
 
 def snapshots(run: Path) -> list[Path]:
-    """The run's numbered snapshots in step order, then its final model if there is one."""
+    """The run's numbered snapshots in step order (named `<lowercase name>_<step>.safetensors`, as the trainers
+    write them), then its final model if there is one."""
     found = sorted((p for p in run.glob("*.safetensors") if SNAPSHOT.match(p.name)),
                    key=lambda p: int(SNAPSHOT.match(p.name)["step"]))
     names = {SNAPSHOT.match(p.name)["name"] for p in found}
@@ -96,6 +97,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         run = Path(args.run)
+        if not run.is_dir():
+            raise UserError(f"{run}: no such run folder")
         paths = ([Path(args.baseline)] if args.baseline else []) + snapshots(run)
         if not paths:
             raise UserError(f"{run}: no <name>_<step>.safetensors snapshots here")

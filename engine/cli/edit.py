@@ -30,6 +30,8 @@ def run(args) -> int:
 
     check_output_path(args.photo, args.out)
     check_blend(args.blend)
+    if args.blend != 1.0 and args.mode != "regenerate":
+        print("note: --blend applies to --mode regenerate; edit transfer keeps your own face")
     if args.steps < 0 or args.tune < 0:
         raise UserError("--steps and --tune must be 0 or more")
     if not Path(args.photo).is_file():

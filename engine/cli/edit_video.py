@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.cli.common import add_edit_arguments, load_edit_setup
+from engine.errors import UserError
 
 
 def add_arguments(p):
@@ -25,7 +26,15 @@ def run(args) -> int:
     check_output_path(args.video, args.out)
     check_blend(args.blend)
     if args.preview:
+        from PIL import Image
+
         check_output_path(args.video, args.preview)
+        if Path(args.preview).resolve() == Path(args.out).resolve():
+            raise UserError("--preview must be another file than --out")
+        if Path(args.preview).suffix.lower() not in Image.registered_extensions():
+            raise UserError(f"--preview is a picture: give it an image suffix such as .png, not {args.preview}")
+    if args.blend != 1.0 and args.mode != "regenerate":
+        print("note: --blend applies to --mode regenerate; edit transfer keeps your own face")
     VideoReader(args.video).close()  # an unreadable input fails here, before any model loads
     G, inv, edits = load_edit_setup(args)
     stats = edit_video(args.video, args.out, inv, lambda ws: apply_edits(ws, edits), mode=args.mode,

@@ -43,11 +43,18 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"the stylized model is a .safetensors file, not {out.suffix or '(none)'}: {out}")
+    from engine.assets import ENCODER, STUDENT, TEACHER
+
+    preview = out.with_name(out.stem + "_preview.png")
     for s in args.style:
         if not Path(s).is_file():
             raise UserError(f"{s}: no such style image")
-        if Path(s).resolve() == out.resolve():
-            raise UserError("--out is one of the style images")
+        if Path(s).resolve() in (out.resolve(), preview.resolve()):
+            raise UserError(f"--out {out.name} (or its preview {preview.name}) would overwrite the style image {s}")
+    # Never over an input: the model being stylized, its encoder, or a bundled file.
+    inputs = [Path(p) for p in (args.model, args.encoder) if p] + [STUDENT, TEACHER, ENCODER]
+    if any(p.exists() and p.resolve() == out.resolve() for p in inputs):
+        raise UserError(f"--out {out} is an input model; write the stylized model to a new file")
     if args.steps < 1:
         raise UserError("--steps must be at least 1")
     G = load_model(args.model)
@@ -69,7 +76,6 @@ def run(args) -> int:
         base, sty = to_uint8(G.synthesis(ws)), to_uint8(styled.synthesis(ws))
     ex = np.stack([e.image for e in st.exemplars])
     row = np.concatenate([ex, np.full((max(0, 6 - len(ex)), *ex.shape[1:]), 255, np.uint8)])[:6]
-    preview = out.with_name(out.stem + "_preview.png")
     save_image(make_grid(np.concatenate([row, base, sty]), cols=6), preview)
     print(f"wrote {out} ({st.step} steps, {st.loss_name} loss, {seconds:.0f} s) and {preview.name} (rows: style "
           "images, base samples, stylized samples)")

@@ -300,6 +300,12 @@ def blend_generators(base, styled, strength: float):
         sb = dict(base.synthesis.named_parameters())
         for n, p in out.synthesis.named_parameters():
             p.copy_(sb[n].lerp(p, strength))
+    if strength < 1.0:
+        # A blend is neither file: an export or a save must not claim the stylized file's path and hash.
+        out.source_path = ""
+        info = dict(out.cfg.info)
+        info["stylized"] = {**info.get("stylized", {}), "strength": float(strength)}
+        out.cfg.info = info
     return out
 
 

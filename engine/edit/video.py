@@ -211,12 +211,20 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
     frame. Ctrl-C or `cancel` stops cleanly: nothing is left under `dst`."""
     from tqdm import tqdm
 
+    from engine.edit.photo import check_blend
+
+    check_mode(mode), check_blend(blend)  # before anything is opened
     reader = VideoReader(src)
+    try:
+        editor = VideoEditor(inverter, edit, mode, blend=blend)
+    except BaseException:
+        reader.close()
+        raise
     stats = VideoStats(fps=reader.fps, size=reader.size, audio=has_audio_track(src))
-    editor = VideoEditor(inverter, edit, mode, blend=blend)
-    # preview: a picture of a few evenly spaced frames, input | output, written beside the video
-    picks = set(np.linspace(0, max((reader.count or 1) - 1, 0), preview_frames).round().astype(int).tolist())
-    shots: list[np.ndarray] = []
+    # preview: a few frames spread over the video, input | output. The frame count OpenCV reports can be missing or
+    # wrong, so frames are kept at a stride that doubles whenever too many are kept, and the picks made at the end.
+    shots: list[tuple[int, np.ndarray]] = []
+    stride, last_shot = 1, None
     writer = None
     prev_in = prev_out = None
     diffs_in, diffs_out = [], []
@@ -231,8 +239,13 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
                 writer = VideoWriter(dst, reader.fps, stats.size)
             out, found = editor.frame(rgb, i / reader.fps)
             writer.write(np.concatenate([rgb, out], axis=1) if side_by_side else out)
-            if preview is not None and i in picks:
-                shots.append(np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), out], axis=1))
+            if preview is not None:
+                last_shot = (rgb, out)
+            if preview is not None and i % stride == 0:
+                shots.append((i, np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), out], axis=1)))
+                if len(shots) > 4 * preview_frames:
+                    stride *= 2
+                    shots = [(j, x) for j, x in shots if j % stride == 0]
             stats.frames += 1
             stats.with_face += int(found)
             if prev_in is not None:
@@ -249,8 +262,13 @@ def edit_video(src, dst, inverter, edit, mode: str = "transfer", *, progress: bo
         if preview is not None and shots:
             from engine.render import save_image
 
-            gap = np.full((8, shots[0].shape[1], 3), 255, np.uint8)
-            save_image(np.concatenate([x for shot in shots for x in (shot, gap)][:-1], axis=0), preview)
+            picked = [shots[k][1] for k in sorted(set(np.linspace(0, len(shots) - 1, preview_frames).round()
+                                                       .astype(int).tolist()))]
+            if last_shot is not None and shots[-1][0] != stats.frames - 1:
+                rgb, out = last_shot  # the video's true last frame ends the picture
+                picked[-1] = np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), out], axis=1)
+            gap = np.full((8, picked[0].shape[1], 3), 255, np.uint8)
+            save_image(np.concatenate([x for shot in picked for x in (shot, gap)][:-1], axis=0), preview)
     finally:
         bar.close()
         reader.close()
