@@ -252,6 +252,14 @@ def load_stylized_for(ctx, G, path):
     shapes = lambda M: {k: tuple(v.shape) for k, v in M.synthesis.state_dict().items()}  # noqa: E731
     if S.is_student != G.is_student or shapes(S) != shapes(G):
         raise UserError(f"{name} is another network than {base} (same W space); load a stylization of {base}")
+    # The same layout is not the same weights: a stylization of another student of this teacher would blend
+    # unrelated networks. The file records the hash of the model it was made from.
+    recorded = (S.cfg.info.get("stylized") or {}).get("base_sha256")
+    if recorded and G.source_path and Path(G.source_path).is_file():
+        from engine.io.safety import file_sha256
+
+        if file_sha256(G.source_path) != recorded:
+            raise UserError(f"{name} was stylized from another model than {base}; load a stylization of {base}")
     return prepare_for_cpu(S)
 
 

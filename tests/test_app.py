@@ -598,6 +598,16 @@ def test_style_panel_stylizes_blends_saves_and_refuses(qtbot, window, fixtures, 
     style.load_stylized(rosinality_pt)  # another model's W space
     qtbot.waitUntil(lambda: "another W space" in panel.status.text(), timeout=TIMEOUT)
     assert style.name == "pencil" and not panel.styled.isChecked()
+    # the same network and W space, but stylized from other weights (its recorded base hash): refused too
+    from engine.io.checkpoints import save_generator
+
+    other = engine.load_generator(out)
+    info = dict(other.cfg.info)
+    info["stylized"] = {**info["stylized"], "base_sha256": "0" * 64}
+    other.cfg.info = info
+    save_generator(other, tmp_path / "other-base.safetensors")
+    style.load_stylized(tmp_path / "other-base.safetensors")
+    qtbot.waitUntil(lambda: "stylized from another model" in panel.status.text(), timeout=TIMEOUT)
     style.styled = None
     style.load_stylized(out)
     qtbot.waitUntil(lambda: style.styled is not None and panel.styled.isChecked(), timeout=TIMEOUT)
