@@ -503,3 +503,32 @@ def test_cli_directions_generate_sweep(tmp_path, nvidia_pkl, rosinality_pt, teac
     r = run_main("sweep", "--model", rosinality_pt, "--seed", "1", "--directions", d, "--edit", "smile",
                  "--out", tmp_path / "x.gif")
     assert r.returncode == 1 and "made for another model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_renderer_stand_in_keeps_the_models_fast_path():
+    """A stand-in (a style) renders in the loaded model's place; switching back finds the loaded model's fast path
+    again instead of building it anew, and every frame comes from the model set at that moment."""
+    import copy
+
+    from engine.edit.renderer import Renderer
+
+    G = engine.load_generator()
+    S = copy.deepcopy(G)
+    with torch.no_grad():
+        for name, p in S.synthesis.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.05)
+    r = Renderer({"main": G}, fast="torch")
+    try:
+        ws = G.mapping(seeds_to_z([0], G.z_dim))
+        base = r.render(ws, 1).main
+        fast = r._fast["main"]
+        assert fast is not None and r.runtimes["main"] != "pytorch"
+        r.set_model("main", S)
+        styled = r.render(ws, 2).main
+        assert np.abs(styled.astype(int) - base.astype(int)).mean() > 1
+        r.set_model("main", G)
+        assert r._fast["main"] is fast  # the same object: nothing was rebuilt
+        assert np.array_equal(r.render(ws, 3).main, base)
+    finally:
+        r.close()

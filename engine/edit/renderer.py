@@ -71,6 +71,7 @@ class Renderer:
         self.models = models
         self.main_name = next(iter(models))
         self._initial = dict(models)  # the models it started with (set_model may replace them)
+        self._stashed: dict[str, object] = {}  # their fast paths while a stand-in renders (set_model)
         self.noise_mode = noise_mode
         self.on_frame = on_frame
         self.render_counts = {name: 0 for name in models}  # network passes actually run, per model
@@ -94,7 +95,7 @@ class Renderer:
         if mode not in rt.FAST_MODES:
             raise UserError(f"fast synthesis mode must be one of {', '.join(rt.FAST_MODES)}, not {mode!r}")
         with self._render_lock:
-            self._fast_mode, self._fast = mode, {}
+            self._fast_mode, self._fast, self._stashed = mode, {}, {}
 
     @property
     def runtimes(self) -> dict[str, str]:
@@ -143,17 +144,26 @@ class Renderer:
             traceback.print_exc()
             fs = rt.FastSynthesis(G, None, "pytorch", {"failure": "building the fast path failed"})
         with self._render_lock:
-            if self._fast_mode == mode and not self.closed and self.models.get(name) is G:
-                self._fast[name] = fs
+            if self._fast_mode == mode and not self.closed:
+                if self.models.get(name) is G:
+                    self._fast[name] = fs
+                elif self._initial.get(name) is G:  # swapped out meanwhile (a style on): kept for its return
+                    self._stashed[name] = fs
 
     def set_model(self, name: str, G) -> None:
         """Render `name` with G from the next frame on (its cached image and fast path belong to the old model)."""
         if name not in self.models:
             raise UserError(f"no model named {name!r} in this session (have {', '.join(self.models)})")
         with self._render_lock:  # never in the middle of a frame
+            old = self.models[name]
             self.models[name] = G
             self._image_cache.pop(name, None)
-            self._fast.pop(name, None)
+            fast = self._fast.pop(name, None)
+            # The loaded model's fast path (a conversion of seconds) waits for it while a style stands in.
+            if fast is not None and old is self._initial.get(name):
+                self._stashed[name] = fast
+            if G is self._initial.get(name) and name in self._stashed:
+                self._fast[name] = self._stashed.pop(name)
 
     def set_postprocess(self, fn: Callable[[Frame], dict] | None) -> None:
         with self._cond:
