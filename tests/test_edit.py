@@ -525,7 +525,9 @@ def test_renderer_stand_in_keeps_the_models_fast_path():
         fast = r._fast["main"]
         assert fast is not None and r.runtimes["main"] != "pytorch"
         r.set_model("main", S)
-        styled = r.render(ws, 2).main
+        frame = r.render(ws, 2)
+        styled = frame.main
+        assert frame.generators["main"] is S  # what a post-process pairs its "before" render with
         assert np.abs(styled.astype(int) - base.astype(int)).mean() > 1
         r.set_model("main", G)
         assert r._fast["main"] is fast  # the same object: nothing was rebuilt

@@ -227,7 +227,8 @@ class PhotoPart(QObject):
             return transfer(photo.rgb, photo.aligned, befores[key][1], image)
 
         def post(frame):
-            out = {"pasted": edited("main", ed.generator, frame.main, frame.ws)}
+            # The generator that rendered this frame, not the one set since: before and after from one model.
+            out = {"pasted": edited("main", frame.generators.get("main", ed.generator), frame.main, frame.ws)}
             if frame.teacher is not None and models.teacher is not None:
                 out["pasted_teacher"] = edited("teacher", models.teacher, frame.teacher, frame.ws)
             return out

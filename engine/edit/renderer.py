@@ -44,6 +44,7 @@ class Frame:
     error: str | None = None
     extra: dict = field(default_factory=dict)
     main_name: str = ""  # the session's first model (the one the sliders edit)
+    generators: dict = field(default_factory=dict)  # name → the generator that rendered it (a style may stand in)
 
     @property
     def main(self) -> np.ndarray | None:
@@ -181,6 +182,7 @@ class Renderer:
         frame = Frame(version=version, ws=ws, main_name=self.main_name)
         with self._render_lock, torch.inference_mode():
             for name in names:
+                frame.generators[name] = self.models[name]
                 hit = self._image_cache.get(name)
                 if hit is not None and torch.equal(hit[0], ws):
                     frame.images[name], frame.ms[name] = hit[1], 0.0
