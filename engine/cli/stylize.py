@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from engine.cli.common import add_model_argument, load_model
 from engine.errors import UserError
 
@@ -32,12 +30,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import torch
-
-    from engine.edit.stylize import StyleOptions, face_detection_rate, gram_distance, stylize
+    from engine.edit.stylize import StyleOptions, style_report, stylize
     from engine.invert import Inverter, pick_encoder
-    from engine.models.generator import seeds_to_z
-    from engine.render import make_grid, save_image, to_uint8
     from engine.stop import StopFlag
 
     out = Path(args.out)
@@ -71,22 +65,11 @@ def run(args) -> int:
         print(f"stopped at step {st.step} of {args.steps}; run the same command to continue")
         return 130
     seconds = time.perf_counter() - t
-    with torch.no_grad():
-        ws = G.mapping(seeds_to_z(range(6), G.z_dim), psi=0.7)
-        base, sty = to_uint8(G.synthesis(ws)), to_uint8(styled.synthesis(ws))
-    ex = np.stack([e.image for e in st.exemplars])
-    row = np.concatenate([ex, np.full((max(0, 6 - len(ex)), *ex.shape[1:]), 255, np.uint8)])[:6]
-    save_image(make_grid(np.concatenate([row, base, sty]), cols=6), preview)
+    r = style_report(G, styled, st.exemplars, preview=preview)
     print(f"wrote {out} ({st.step} steps, {st.loss_name} loss, {seconds:.0f} s) and {preview.name} (rows: style "
           "images, base samples, stylized samples)")
-    # How far the style went, and whether faces stayed faces: measured on the preview's samples.
-    with torch.no_grad():
-        exemplars = torch.from_numpy(ex).permute(0, 3, 1, 2).float() / 127.5 - 1
-        base_d = np.mean([gram_distance(G.synthesis(ws), e[None]) for e in exemplars])
-        sty_d = np.mean([gram_distance(styled.synthesis(ws), e[None]) for e in exemplars])
-    rate = face_detection_rate(styled, range(24))
-    print(f"style distance to the exemplars (Gram matrices of VGG16 features, lower is closer): base {base_d:.4g} "
-          f"→ stylized {sty_d:.4g} ({sty_d / max(base_d, 1e-12):.0%}); the face mesh finds a face in "
-          f"{rate:.0%} of 24 "
-          "stylized samples")
+    share = r["gram_stylized"] / max(r["gram_base"], 1e-12)
+    print(f"style distance to the exemplars (Gram matrices of VGG16 features, lower is closer): base "
+          f"{r['gram_base']:.4g} → stylized {r['gram_stylized']:.4g} ({share:.0%}); "
+          f"the face mesh finds a face in {r['face_rate']:.0%} of {r['rate_seeds']} stylized samples")
     return 0

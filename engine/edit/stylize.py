@@ -375,3 +375,26 @@ def face_detection_rate(G, seeds, psi: float = 0.7) -> float:
     mesh = shared_crop_mesh()
     imgs = to_uint8(G.synthesis(G.mapping(seeds_to_z(list(seeds), G.z_dim), psi=psi)))
     return float(np.mean([mesh(im) is not None for im in imgs]))
+
+
+@torch.no_grad()
+def style_report(G, styled, exemplars, preview=None, seeds: int = 6, rate_seeds: int = 24) -> dict:
+    """What a stylization did, on base and stylized renders of the same latents: the Gram distance to the exemplars
+    (lower is closer), the share of `rate_seeds` stylized samples in which the face mesh finds a face, and with
+    `preview` a picture written there (rows: style images, base samples, stylized samples)."""
+    from engine.models.generator import seeds_to_z
+    from engine.render import make_grid, save_image, to_uint8
+
+    ws = G.mapping(seeds_to_z(range(seeds), G.z_dim), psi=0.7)
+    base, sty = G.synthesis(ws), styled.synthesis(ws)
+    ex = np.stack([e.image for e in exemplars])
+    if preview is not None:
+        row = np.concatenate([ex, np.full((max(0, seeds - len(ex)), *ex.shape[1:]), 255, np.uint8)])[:seeds]
+        save_image(make_grid(np.concatenate([row, to_uint8(base), to_uint8(sty)]), cols=seeds), preview)
+    targets = torch.from_numpy(ex).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return {
+        "gram_base": float(np.mean([gram_distance(base, e[None]) for e in targets])),
+        "gram_stylized": float(np.mean([gram_distance(sty, e[None]) for e in targets])),
+        "face_rate": face_detection_rate(styled, range(rate_seeds)),
+        "rate_seeds": rate_seeds,
+    }
