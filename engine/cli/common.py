@@ -18,17 +18,23 @@ def load_model(path):
     return G
 
 
+def add_direction_arguments(p) -> None:
+    """--directions, --edit and --lock, as `generate`, `edit` and `edit-video` take them."""
+    p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
+    p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
+                   help="a direction and its amount, e.g. 'mouth open=+4' or smile=+2@0-6 (W+ layers a-b optional); "
+                        "repeatable")
+    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
+                   help="hold these attributes still while editing, e.g. yaw,pitch (their fitted boundaries must be "
+                        "in the direction set: main.py directions --method attributes)")
+
+
 def add_edit_arguments(p) -> None:
     """The options `edit` and `edit-video` share."""
     add_model_argument(p)
     p.add_argument("--encoder", "-e", default=None,
                    help="encoder .safetensors (default: the bundled encoder when it fits the model)")
-    p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
-    p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
-                   help="a direction and its amount, e.g. 'mouth open=+4' (W+ layers a-b optional); repeatable")
-    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
-                   help="hold these attributes still while editing, e.g. yaw,pitch (their fitted boundaries must be "
-                        "in the direction set)")
+    add_direction_arguments(p)
     p.add_argument("--mode", default="transfer", choices=["transfer", "regenerate"],
                    help="transfer (default): your own pixels, changed only by the edit; regenerate: the "
                         "generator's rendition of the face pasted in (for stylized models)")

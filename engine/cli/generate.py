@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.cli.common import add_model_argument, load_model
+from engine.cli.common import add_direction_arguments, add_model_argument, load_model
 from engine.errors import UserError
 from engine.io.latents import load_latent, save_latent
 from engine.models.generator import seeds_to_z
@@ -26,12 +26,7 @@ def add_arguments(p):
     p.add_argument("--out", "-o", required=True, help="output PNG (a grid when several images)")
     p.add_argument("--ws-out", default=None, help="also save the W+ latents to this .npz")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--directions", default=None, help="direction set .npz for --edit (default: the bundled one)")
-    p.add_argument("--edit", action="append", default=[], metavar="NAME=AMOUNT[@a-b]",
-                   help="apply a direction, e.g. smile=+2.0 or age=-1@4-7 (W+ layers 4-7); repeatable")
-    p.add_argument("--lock", action="append", default=[], metavar="ATTRS",
-                   help="hold these attributes still while editing, e.g. yaw,pitch (needs their fitted boundaries "
-                        "in the direction set: main.py directions --method attributes)")
+    add_direction_arguments(p)
 
 
 def run(args) -> int:
