@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import Signal
 
 from app import jobs
 from app.editor import Source
 from app.panels import PhotoPanel
+from app.parts.task_part import TaskPart
 from app.workers import run_task
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 
 
-class PhotoPart(QObject):
+class PhotoPart(TaskPart):
     photoReady = Signal()  # a photo was aligned, inverted and is shown pasted back
 
     def __init__(self, editor, display, parent=None):
@@ -164,15 +165,6 @@ class PhotoPart(QObject):
 
         self._task = ed.track(run_task(jobs.tune_photo, ed.models, photo, steps, done=done, failed=failed,
                                        progress=self.panel.set_progress, cancelled=cancelled))
-
-    def cancel(self):
-        if self._task is not None:
-            self._task.cancel()
-            self.panel.set_progress(self.panel.progress.value() / 1000, "cancelling…")
-
-    def _cancel_task(self):
-        if self._task is not None:
-            self._task.cancel()
 
     def save_result(self, path=None):
         ed, frame = self.editor, self.display.last_frame

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject
-
 from app import jobs
 from app.panels import StylePanel
+from app.parts.task_part import TaskPart
 from app.workers import run_task
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 MODEL_FILTER = "Models (*.safetensors)"
 
 
-class StylePart(QObject):
+class StylePart(TaskPart):
     def __init__(self, editor, parent=None):
         super().__init__(parent)
         self.editor = editor
@@ -102,15 +101,6 @@ class StylePart(QObject):
         self._task = ed.track(run_task(jobs.stylize, models, list(self.images), self.panel.aligned.isChecked(), opts,
                                        done=done, failed=failed, cancelled=cancelled,
                                        progress=self.panel.set_progress))
-
-    def cancel(self):
-        if self._task is not None:
-            self._task.cancel()
-            self.panel.set_progress(self.panel.progress.value() / 1000, "cancelling…")
-
-    def _cancel_task(self):
-        if self._task is not None:
-            self._task.cancel()
 
     # --- stylized model files --------------------------------------------------------------------------------------
     def choose_stylized(self):
