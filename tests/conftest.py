@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import engine  # noqa: E402, F401  (before any test module imports torch: engine sets the OpenMP spin count)
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,42 @@ def test_stop_and_resume(kit, exemplars, tmp_path):
         other.try_resume()
 
 
+def test_resumed_run_takes_the_codes_from_its_state_and_a_stop_while_inverting_keeps_nothing(kit, exemplars,
+                                                                                              tmp_path):
+    G, inv = kit
+    out = tmp_path / "poster.safetensors"
+    state = tmp_path / "poster.safetensors.stylize-state.pt"
+    opts = StyleOptions(steps=6, invert_steps=4, batch=2)
+    # Stopped while the style image is being inverted: nothing trained, no state, no model.
+    styled, st = stylize(G, [exemplars / "poster.png"], inv, opts, out=out, should_stop=lambda: True,
+                         progress=False)
+    assert styled is None and st is None and not state.exists() and not out.exists()
+
+    calls = []
+
+    class Counting:  # the real inverter, counting projector runs
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def project(self, *a, **k):
+            calls.append(1)
+            return self.inner.project(*a, **k)
+
+    counting = Counting(inv)
+    styled, st = stylize(G, [exemplars / "poster.png"], counting, opts, out=out,
+                         callback=lambda step, total, loss: step < 3, progress=False)
+    assert styled is None and st.step == 3 and state.exists() and len(calls) == 1
+    first_codes = st.ws.cpu().clone()
+    calls.clear()
+    styled, st = stylize(G, [exemplars / "poster.png"], counting, opts, out=out, progress=False)
+    assert styled is not None and st.step == opts.steps and out.exists() and not state.exists()
+    assert calls == [], "the resumed run inverted the style image again"
+    assert torch.equal(st.ws.cpu(), first_codes)
+
+
 def test_a_drawing_without_a_detectable_face_needs_aligned(kit, tmp_path):
     G, inv = kit
     drawing = tmp_path / "doodle.png"

@@ -88,7 +88,8 @@ def fit_teacher(args) -> int:
     from training.discriminator import Discriminator, DiscriminatorConfig
     from training.losses import discriminator_adversarial, generator_adversarial
 
-    D = Discriminator(DiscriminatorConfig(resolution=64, channels=POLISH_D_CHANNELS)).to(device)
+    d_channels = {r: max(16, int(c * args.d_width)) for r, c in POLISH_D_CHANNELS.items()}
+    D = Discriminator(DiscriminatorConfig(resolution=64, channels=d_channels)).to(device)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99))
     # StyleGAN's 0.01 learning-rate multiplier on the mapping network keeps GAN training stable, but in a supervised fit
     # it freezes z → w near its random start and the synthesis can only learn the mean face: boost it.
@@ -107,9 +108,14 @@ def fit_teacher(args) -> int:
             opt.load_state_dict(st["opt"])
         except ValueError:
             print("optimiser layout changed; continuing with fresh optimiser state", file=sys.stderr)
-        if "D" in st:  # checkpoints from before the polish have none: the discriminator then starts fresh
+        # Checkpoints from before the polish have no discriminator, and a run resumed with another --d-width has one
+        # of another shape: the discriminator then starts fresh.
+        d_shapes = {k: tuple(v.shape) for k, v in st.get("D", {}).items()}
+        if d_shapes and d_shapes == {k: tuple(v.shape) for k, v in D.state_dict().items()}:
             D.load_state_dict(st["D"])
             opt_D.load_state_dict(st["opt_D"])
+        elif d_shapes:
+            print("discriminator width changed; it starts fresh", file=sys.stderr)
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
@@ -157,8 +163,10 @@ def fit_teacher(args) -> int:
             img = G.synthesis(ws, noise_mode="const")
             l1 = (img - target).abs().mean()
             lp = lpips(img, target).mean()
-            loss = l1 + args.lpips_weight * lp
             adv_w = polish_weight(args, step)
+            # During the polish the regression can be weakened: at full weight it pulls every z back to the blurred
+            # conditional mean that the discriminator is trying to sharpen away.
+            loss = (args.regression_weight if adv_w > 0 else 1.0) * (l1 + args.lpips_weight * lp)
             g_adv = d_loss = torch.zeros(())
             if adv_w > 0:
                 D.requires_grad_(False)
@@ -447,6 +455,9 @@ def main(argv=None) -> int:
     t.add_argument("--adv-ramp", type=int, default=300, help="steps over which its weight ramps up")
     t.add_argument("--adv-weight", type=float, default=0.5, help="weight of the polish (0: regression only)")
     t.add_argument("--r1-gamma", type=float, default=0.05)
+    t.add_argument("--regression-weight", type=float, default=1.0,
+                   help="weight of the L1 + perceptual regression once the polish is on (1: as strong as before it)")
+    t.add_argument("--d-width", type=float, default=1.0, help="× the polish discriminator's channel widths")
     t.add_argument("--save-every", type=int, default=250)
     t.add_argument("--keep-every", type=int, default=0, help="also keep teacher_STEP.safetensors every N steps")
     t.add_argument("--seed", type=int, default=0)

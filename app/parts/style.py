@@ -25,6 +25,8 @@ class StylePart(TaskPart):
         self.styled = None  # the stylized generator at full strength, made from (or for) the loaded model
         self.name = ""
         self._task = None
+        self._wanted = None  # (model, style, strength) of the blend to make next
+        self._blending = False
         p.addRequested.connect(self.choose_images)
         p.clearRequested.connect(lambda: self.set_images([]))
         p.stylizeRequested.connect(self.stylize)
@@ -155,10 +157,13 @@ class StylePart(TaskPart):
         if any(path.resolve() == Path(m).resolve() for m in mine):
             self._say(f"{path.name} is the model being edited; save the stylized model under another name.")
             return
-        G, s = self._at_strength(), self.strength
+        base, styled, s = ed.models.G, self.styled, self.strength
 
         def write(ctx):
+            from engine.edit.stylize import blend_generators
             from engine.io.checkpoints import save_generator
+
+            G = styled if s >= 1 else blend_generators(base, styled, s)
 
             info = {"stylized": {**G.cfg.info.get("stylized", {}), "strength": s}} if s < 1 else None
             return save_generator(G, path, info=info)
@@ -185,15 +190,44 @@ class StylePart(TaskPart):
             self._apply()
             self._say(f"Showing {self.name} at {round(self.strength * 100)} %.")
 
-    def _at_strength(self):
+    def _apply(self):
+        """Show the base, the full style, or a blend at the strength set. A blend copies the model's weights
+        (milliseconds at 64 px, more for a teacher), so it is made on a worker; while one is being made, only the
+        latest strength asked for is kept and made next."""
+        ed = self.editor
+        if ed.models is None:
+            return
+        if not self.shown or self.strength >= 1:
+            self._wanted = None
+            ed.render_with(self.styled if self.shown else None)
+            return
+        self._wanted = (ed.models.G, self.styled, self.strength)
+        if not self._blending:
+            self._blend_next()
+
+    def _blend_next(self):
         from engine.edit.stylize import blend_generators
 
-        s = self.strength
-        return self.styled if s >= 1 else blend_generators(self.editor.models.G, self.styled, s)
+        base, styled, s = self._wanted
+        self._wanted, self._blending = None, True
 
-    def _apply(self):
-        if self.editor.models is not None:
-            self.editor.render_with(self._at_strength() if self.shown else None)
+        def current() -> bool:
+            ed = self.editor
+            return (self.shown and self.styled is styled and ed.models is not None and ed.models.G is base
+                    and self.strength == s)
+
+        def done(blend):
+            self._blending = False
+            if self._wanted is not None:
+                self._blend_next()
+            elif current():
+                self.editor.render_with(blend)
+
+        def failed(msg):
+            self._blending = False
+            self._say(f"could not blend the style: {msg}")
+
+        self.editor.track(run_task(lambda ctx: blend_generators(base, styled, s), done=done, failed=failed))
 
     def _on_models(self, _models):
         had = self.styled is not None

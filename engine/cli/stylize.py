@@ -61,6 +61,9 @@ def run(args) -> int:
     with StopFlag(print) as stop:
         styled, st = stylize(G, args.style, Inverter(G, E), options, aligned=args.aligned, out=out,
                              name=args.name or Path(args.style[0]).stem, should_stop=lambda: stop.requested)
+    if st is None:
+        print("stopped while inverting the style images; nothing was trained yet")
+        return 130
     if styled is None:
         print(f"stopped at step {st.step} of {args.steps}; run the same command to continue")
         return 130

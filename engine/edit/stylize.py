@@ -54,7 +54,7 @@ class StyleOptions:
 class Exemplar:
     name: str
     image: np.ndarray  # the aligned crop, uint8 [R, R, 3]
-    ws: torch.Tensor  # its codes [1, num_ws, w_dim]
+    ws: torch.Tensor | None  # its codes [1, num_ws, w_dim] (None until inverted)
     sha256: str  # of the aligned pixels the model was tuned on
     source_sha256: str | None = None  # of the file, when read from one
     aligned: bool = False  # given as an aligned crop (no face detection)
@@ -75,32 +75,60 @@ def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def prepare_exemplar(source, inverter, aligned: bool = False, invert_steps: int = 100, progress: bool = False,
-                     cancel=None) -> Exemplar:
-    """Align (or take as aligned), encode and refine one style image (a path or an RGB array)."""
+def align_exemplar(source, resolution: int, aligned: bool = False) -> Exemplar:
+    """One style image (a path or an RGB array) as the aligned crop the model is tuned on; not inverted yet."""
     from engine.faces import align_face, load_image
     from engine.faces.image_io import describe_source
     from engine.io.checkpoints import file_sha256
 
-    G = inverter.G
     name = describe_source(source)
     rgb = load_image(source)
     if aligned:
-        crop = square_crop(rgb, G.resolution)
+        crop = square_crop(rgb, resolution)
     else:
         try:
-            crop = align_face(rgb, size=G.resolution).image
+            crop = align_face(rgb, size=resolution).image
         except NoFaceError:
             raise NoFaceError(f"no face found in {name}; a drawing or painting the face detector misses can be given "
                               "as an aligned square crop of the face with --aligned") from None
-    target = inverter.to_tensor(crop)
+    src_hash = file_sha256(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
+    return Exemplar(name, crop, None, _pixels_sha256(crop), src_hash, aligned)
+
+
+def invert_exemplar(ex: Exemplar, inverter, invert_steps: int = 100, progress: bool = False, cancel=None) -> bool:
+    """Fill in the exemplar's codes: the encoder, then `invert_steps` projector steps. False when `cancel` stopped it
+    (the codes are then unfinished and must not be used)."""
+    target = inverter.to_tensor(ex.image)
     ws = inverter.encode(target)
     if invert_steps > 0:
-        ws = inverter.project(target, ws, invert_steps, progress=progress, cancel=cancel).ws
-    src_hash = file_sha256(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
-    m = inverter.metrics(target, ws)
-    return Exemplar(name, crop, ws.detach().cpu(), _pixels_sha256(crop), src_hash, aligned,
-                    {"inversion_psnr": m.get("psnr"), "inversion_perceptual": m.get("perceptual")})
+        r = inverter.project(target, ws, invert_steps, progress=progress, cancel=cancel)
+        if r.cancelled:
+            return False
+        ws = r.ws
+    set_codes(ex, inverter, ws)
+    return True
+
+
+def set_codes(ex: Exemplar, inverter, ws: torch.Tensor) -> None:
+    """Give the exemplar its codes and record how well they reproduce it."""
+    m = inverter.metrics(inverter.to_tensor(ex.image), ws)
+    ex.ws = ws.detach().cpu()
+    ex.info = {"inversion_psnr": m.get("psnr"), "inversion_perceptual": m.get("perceptual")}
+
+
+def prepare_exemplar(source, inverter, aligned: bool = False, invert_steps: int = 100, progress: bool = False,
+                     cancel=None) -> Exemplar:
+    """Align (or take as aligned), encode and refine one style image (a path or an RGB array)."""
+    ex = align_exemplar(source, inverter.G.resolution, aligned)
+    invert_exemplar(ex, inverter, invert_steps, progress, cancel)
+    return ex
+
+
+class _CallableEvent:
+    """A `should_stop()` callable seen as the `threading.Event` the projector polls."""
+
+    def __init__(self, should_stop):
+        self.is_set = should_stop
 
 
 def default_mix_from(num_ws: int) -> int:
@@ -250,8 +278,7 @@ class Stylizer:
 
     # -- resume ----------------------------------------------------------------------------------------------------
     def _identity(self) -> dict:
-        return {"exemplars": [e.sha256 for e in self.exemplars], "options": asdict(self.o),
-                "base_mapping": _mapping_id(self.base)}
+        return run_identity(self.base, self.exemplars, self.o)
 
     def save_state(self) -> None:
         from engine.io.checkpoints import atomic_write
@@ -263,16 +290,9 @@ class Stylizer:
 
     def try_resume(self) -> bool:
         """Continue from the state file when it belongs to this very run (same base, exemplars, options)."""
-        if not self.state_path or not self.state_path.exists():
+        state = _load_state(self.state_path, self._identity(), self.device)
+        if state is None:
             return False
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"{self.state_path.name}: unreadable stylization state ({str(e)[:120]}); delete it "
-                            "to start over") from None
-        if state.get("identity") != self._identity():
-            raise UserError(f"{self.state_path.name} belongs to another stylization (other images, model or "
-                            "options); delete it, or choose another --out")
         self.styled.synthesis.load_state_dict(state["synthesis"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
@@ -282,6 +302,36 @@ class Stylizer:
     def clear_state(self) -> None:
         if self.state_path:
             self.state_path.unlink(missing_ok=True)
+
+
+def run_identity(G, exemplars: list[Exemplar], options: StyleOptions) -> dict:
+    """What makes a saved state this run's: the base's W space, the aligned exemplars' pixels and the options."""
+    return {"exemplars": [e.sha256 for e in exemplars], "options": asdict(options), "base_mapping": _mapping_id(G)}
+
+
+def _load_state(state_path, identity: dict, device="cpu") -> dict | None:
+    """A run's saved state, None when there is none; one line when it is unreadable or another run's."""
+    if not state_path or not Path(state_path).exists():
+        return None
+    name = Path(state_path).name
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{name}: unreadable stylization state ({str(e)[:120]}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("identity") != identity:
+        raise UserError(f"{name} belongs to another stylization (other images, model or options); delete it, or "
+                        "choose another --out")
+    return state
+
+
+def saved_codes(state_path, G, exemplars: list[Exemplar], options: StyleOptions) -> torch.Tensor | None:
+    """The exemplars' codes stored in this run's state file, so that a resumed run skips inverting them again; None
+    when there is no state file (and a clear error, before any inverting, when it is another run's)."""
+    state = _load_state(state_path, run_identity(G, exemplars, options))
+    ws = None if state is None else state.get("ws")
+    if not isinstance(ws, torch.Tensor) or ws.shape != (len(exemplars), G.num_ws, G.w_dim):
+        return None
+    return ws
 
 
 def _mapping_id(G) -> str:
@@ -312,12 +362,23 @@ def blend_generators(base, styled, strength: float):
 def stylize(G, sources, inverter, options: StyleOptions | None = None, aligned: bool = False, out=None,
             name: str = "stylized", callback=None, should_stop=None, progress: bool = True):
     """Exemplars → a stylized copy of G (and, with `out`, the model file written there; resumable from the state
-    file beside it). Returns (generator or None when stopped early, Stylizer)."""
+    file beside it). Returns (generator or None when stopped early, Stylizer; None as well when stopped while the
+    style images were still being inverted). A resumed run takes the style images' codes from its state file."""
     from engine.io.checkpoints import save_generator
 
     options = options or StyleOptions()
-    exemplars = [prepare_exemplar(s, inverter, aligned, options.invert_steps, progress) for s in sources]
+    exemplars = [align_exemplar(s, G.resolution, aligned) for s in sources]
     state = Path(str(out) + STATE_SUFFIX) if out else None
+    codes = saved_codes(state, G, exemplars, options)
+    if codes is not None:
+        for i, ex in enumerate(exemplars):
+            set_codes(ex, inverter, codes[i : i + 1].to(G.w_avg.device))
+    else:
+        cancel = _CallableEvent(should_stop) if should_stop is not None else None
+        for ex in exemplars:
+            # Ctrl-C while a style image is being inverted stops there: nothing is trained yet, nothing to keep.
+            if not invert_exemplar(ex, inverter, options.invert_steps, progress, cancel):
+                return None, None
     st = Stylizer(G, exemplars, options, state_path=state)
     if st.try_resume() and progress:
         print(f"resumed at step {st.step} from {state}")
