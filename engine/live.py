@@ -221,7 +221,22 @@ class LivePipeline:
         return self._transfer
 
     @torch.inference_mode()
-    def finish(self, rgb: np.ndarray, face, ws, index: int = 0, timings: dict | None = None) -> LiveFrame:
+    def prepare(self, rgb: np.ndarray, face, ws, timings: dict) -> dict | None:
+        """What the edit transfer needs that the sliders do not change: the render of the unedited codes and the
+        person mask of the frame's own crop. The overlapped runner makes it on the encoder's thread, which leaves the
+        renderer's thread, the slowest stage, only the edited render and the transfer."""
+        if face is None or ws is None or self.mode != "transfer":
+            return None
+        t = time.perf_counter()
+        G = self.G
+        prepared = {"G": G, "before": to_uint8(G.synthesis(ws, noise_mode="const")[0]),
+                    "person": self.transfer.person(rgb, face)}
+        timings["prepare"] = (time.perf_counter() - t) * 1e3
+        return prepared
+
+    @torch.inference_mode()
+    def finish(self, rgb: np.ndarray, face, ws, index: int = 0, timings: dict | None = None,
+               prepared: dict | None = None) -> LiveFrame:
         """Edit the codes, render them and carry the edit over to the frame (or paste the render back)."""
         from engine.faces import paste_back
 
@@ -236,9 +251,15 @@ class LivePipeline:
         G = self.G  # once: a style switched mid-frame must not pair one model's render with another's
         img = to_uint8(G.synthesis(edited, noise_mode="const")[0])
         mode = self.mode
-        before = to_uint8(G.synthesis(ws, noise_mode="const")[0]) if mode == "transfer" else None
+        before = person = None
+        if mode == "transfer":
+            if prepared is not None and prepared["G"] is G:
+                before, person = prepared["before"], prepared["person"]
+            else:
+                before = to_uint8(G.synthesis(ws, noise_mode="const")[0])
         t3 = time.perf_counter()
-        out = self.transfer(rgb, face, before, img) if mode == "transfer" else paste_back(rgb, img, face)
+        out = self.transfer(rgb, face, before, img, person=person) if mode == "transfer" else \
+            paste_back(rgb, img, face)
         t4 = time.perf_counter()
         timings.update(edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, **{mode: (t4 - t3) * 1e3})
         return LiveFrame(rgb, out, True, face, ws, timings, index)
@@ -305,7 +326,8 @@ class _Slot:
 class LiveRunner:
     """Runs a LivePipeline on a FrameSource with three threads, one per stage:
 
-        reader: grab + align  →  encoder: encode  →  renderer: edit + render + paste → on_frame(LiveFrame)
+        reader: grab + align  →  encoder: encode (+ the unedited render and the person mask, for the transfer)
+        →  renderer: edit + render + transfer or paste  →  on_frame(LiveFrame)
 
     Each stage hands over through a one-item slot. The reader aligns a frame only when the encoder has taken the
     previous one (otherwise it grabs camera frames without decoding them), and the encoder waits for the renderer,
@@ -324,7 +346,7 @@ class LiveRunner:
         self.overlap = spare_cores() >= 1.5 if overlap is None else bool(overlap)
         self._stop = threading.Event()
         self._aligned = _Slot()  # reader → encoder: (rgb, face, index, timings)
-        self._encoded = _Slot()  # encoder → renderer: (rgb, face, ws, index, timings)
+        self._encoded = _Slot()  # encoder → renderer: (rgb, face, ws, index, timings, prepared)
         self.dropped = 0  # camera frames skipped because the pipeline was busy
         self.produced = 0
         self._times: list[float] = []
@@ -414,7 +436,8 @@ class LiveRunner:
                     self._emit(self.pipeline.finish(rgb, face, ws, index, timings))
                     continue
                 ws = self.pipeline.encode(face, timings)
-                if not self._encoded.put((rgb, face, ws, index, timings), self._stop):
+                prepared = self.pipeline.prepare(rgb, face, ws, timings)
+                if not self._encoded.put((rgb, face, ws, index, timings, prepared), self._stop):
                     break
         except BaseException as e:  # noqa: BLE001
             self._fail(e)

@@ -1,6 +1,7 @@
 """Edits that keep the person: edit transfer on real photos with the bundled model, `main.py edit` and
 `main.py edit-video` on a real face video, pivotal tuning, and the attribute measures they are judged by."""
 
+import copy
 import json
 
 import cv2
@@ -307,3 +308,41 @@ def test_spare_cores_does_not_count_this_process():
         stop.set()
         t.join()
     assert busy_here > quiet - 0.8, (quiet, busy_here)
+
+
+def test_live_frame_is_the_same_whether_the_unedited_half_is_prepared_on_another_thread(kit, fixtures):
+    """The overlapped webcam makes the unedited render and the person mask on the encoder's thread: the frame that
+    comes out is the one the serial path makes, and a model switched in between is never paired with them."""
+    from engine.live import LivePipeline
+
+    G, inv, dset = kit
+    frames, _ = _frames(fixtures / "video" / "single_face.mp4")
+    rgb = np.ascontiguousarray(frames[10][:, :, ::-1])
+    serial = LivePipeline(inv, edit=_edit(dset, "smile", 0.7))
+    overlapped = LivePipeline(inv, edit=_edit(dset, "smile", 0.7))
+    try:
+        face = serial.align(rgb)
+        assert face is not None
+        timings = {}
+        ws = serial.encode(face, timings)
+        expect = serial.finish(rgb, face, ws).output
+        prepared = overlapped.prepare(rgb, face, ws, timings)
+        assert prepared is not None and "prepare" in timings
+        got = overlapped.finish(rgb, face, ws, prepared=prepared).output
+        assert np.array_equal(got, expect) and not np.array_equal(got, rgb)
+        # A render prepared with another generator (a style switched in between) is not used: the frame is the one
+        # the new generator alone makes.
+        G2 = copy.deepcopy(G)
+        with torch.no_grad():
+            for p in G2.synthesis.parameters():
+                p.mul_(0.9)
+        for pipe in (serial, overlapped):
+            pipe.G = G2
+            pipe.transfer.reset()
+        assert np.array_equal(overlapped.finish(rgb, face, ws, prepared=prepared).output,
+                              serial.finish(rgb, face, ws).output)
+        overlapped.mode = "regenerate"
+        assert overlapped.prepare(rgb, face, ws, {}) is None
+    finally:
+        serial.close()
+        overlapped.close()

@@ -256,8 +256,10 @@ class EditTransfer:
         return np.concatenate([gain, offset], axis=3).astype(np.float32)
 
     # -- onto the photo ----------------------------------------------------------------------------------------------
-    def __call__(self, photo: np.ndarray, aligned: AlignedFace, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """The photo (uint8 RGB, the one `aligned` was measured on) with the edit carried over; a new array."""
+    def __call__(self, photo: np.ndarray, aligned: AlignedFace, before: np.ndarray, after: np.ndarray,
+                 person: np.ndarray | None = None) -> np.ndarray:
+        """The photo (uint8 RGB, the one `aligned` was measured on) with the edit carried over; a new array.
+        `person`: `self.person(photo, aligned)` when the caller made it already (the webcam, on another thread)."""
         photo = np.asarray(photo)
         h, w = photo.shape[:2]
         if (w, h) != tuple(aligned.image_size):
@@ -267,7 +269,7 @@ class EditTransfer:
             self._prev = None if self.s.temporal <= 0 else self._prev
             return photo.copy()
         flow, colour = self.fields(before, after)
-        return self.apply(photo, aligned, flow, colour, self.person(photo, aligned))
+        return self.apply(photo, aligned, flow, colour, self.person(photo, aligned) if person is None else person)
 
     def _segmenter_or_shared(self):
         from engine.faces.segment import shared_segmenter
