@@ -367,3 +367,28 @@ def test_fid_curve_over_a_runs_snapshots(tmp_path, monkeypatch, capsys):
     assert "best: teacher_002000.safetensors" in capsys.readouterr().out
     assert cv2.imread(str(run / "fid.png")).shape == (420, 720, 3)
     assert fid_curve.main([str(tmp_path / "cache")]) == 1  # no snapshots: one line
+
+
+def test_perceptual_compare_inverts_with_both_losses_and_reports_them(tmp_path):
+    """training.perceptual_compare: each loss's projector improves on the encoder's start, and the report holds the
+    three judges for both losses and a picture with one row per method."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "training.perceptual_compare", "--steps", "8", "--samples", "2",
+                        "--photos", str(FIXTURES / "images" / "grace_hopper.jpg"), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "compare.json").read_text())
+    for group in ("photos", "samples"):
+        s = doc["summary"][group]
+        for loss in ("mobilenet_v2", "lpips-vgg"):
+            assert s[loss]["psnr"] > s["encoder"]["psnr"]
+            assert s[loss]["lpips-vgg_distance"] < s["encoder"]["lpips-vgg_distance"]
+    assert len(doc["rows"]) == 3 * 3  # 1 photo + 2 samples, 3 methods each
+    pic = np.asarray(Image.open(out / "compare.png"))
+    assert pic.shape[0] > 3 * 64  # 4 rows of 64 px faces
+    r = subprocess.run([sys.executable, "-m", "training.perceptual_compare", "--photos", str(tmp_path / "none.png"),
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
