@@ -222,15 +222,16 @@ class LivePipeline:
 
     @torch.inference_mode()
     def prepare(self, rgb: np.ndarray, face, ws, timings: dict) -> dict | None:
-        """What the edit transfer needs that the sliders do not change: the render of the unedited codes and the
-        person mask of the frame's own crop. The overlapped runner makes it on the encoder's thread, which leaves the
-        renderer's thread, the slowest stage, only the edited render and the transfer."""
+        """What the edit transfer needs that the sliders do not change: the render of the unedited codes, its face
+        mesh and the person mask of the frame's own crop. The overlapped runner makes it on the encoder's thread,
+        which leaves the renderer's thread, the slowest stage, only the edited render and the transfer."""
         if face is None or ws is None or self.mode != "transfer":
             return None
         t = time.perf_counter()
         G = self.G
-        prepared = {"G": G, "before": to_uint8(G.synthesis(ws, noise_mode="const")[0]),
-                    "person": self.transfer.person(rgb, face)}
+        before = to_uint8(G.synthesis(ws, noise_mode="const")[0])
+        prepared = {"G": G, "before": before, "person": self.transfer.person(rgb, face),
+                    "before_mesh": self.transfer.mesh_before(before)}
         timings["prepare"] = (time.perf_counter() - t) * 1e3
         return prepared
 
@@ -251,15 +252,15 @@ class LivePipeline:
         G = self.G  # once: a style switched mid-frame must not pair one model's render with another's
         img = to_uint8(G.synthesis(edited, noise_mode="const")[0])
         mode = self.mode
-        before = person = None
+        before = person = before_mesh = None
         if mode == "transfer":
             if prepared is not None and prepared["G"] is G:
-                before, person = prepared["before"], prepared["person"]
+                before, person, before_mesh = prepared["before"], prepared["person"], prepared["before_mesh"]
             else:
                 before = to_uint8(G.synthesis(ws, noise_mode="const")[0])
         t3 = time.perf_counter()
-        out = self.transfer(rgb, face, before, img, person=person) if mode == "transfer" else \
-            paste_back(rgb, img, face)
+        out = self.transfer(rgb, face, before, img, person=person, before_mesh=before_mesh) \
+            if mode == "transfer" else paste_back(rgb, img, face)
         t4 = time.perf_counter()
         timings.update(edit=(t2 - t1) * 1e3, render=(t3 - t2) * 1e3, **{mode: (t4 - t3) * 1e3})
         return LiveFrame(rgb, out, True, face, ws, timings, index)

@@ -101,6 +101,13 @@ def _as_float(rgb: np.ndarray, size: int) -> np.ndarray:
     return img
 
 
+@dataclass
+class BeforeMesh:
+    """The unedited render's face-mesh points in working-size crop pixels (None: the mesh found no face)."""
+
+    points: np.ndarray | None
+
+
 class EditTransfer:
     """Carries `before → after` (two renders of the aligned face) over to the photo. Reuse one instance per video:
     with `settings.temporal > 0` it blends each frame's field with the previous one's, which removes the flicker that
@@ -132,7 +139,7 @@ class EditTransfer:
         self._meshes = False
 
     # -- in the aligned crop -----------------------------------------------------------------------------------------
-    def fields(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fields(self, before: np.ndarray, after: np.ndarray, before_mesh=None) -> tuple[np.ndarray, np.ndarray]:
         """(motion [n, n, 2] in crop pixels of the working size n, colour [n, n, 6]: gain (3) and offset (3, in
         0..255 units)). Output pixel x takes the photo's content p from x + motion(x) and becomes
         p + gain(x)·p + offset(x)."""
@@ -155,7 +162,7 @@ class EditTransfer:
         grad = cv2.magnitude(cv2.Sobel(ga, cv2.CV_32F, 1, 0), cv2.Sobel(ga, cv2.CV_32F, 0, 1))
         conf = consistent * (grad / (grad + 20.0)) * self._head + 1e-4
         sigma = s.motion_smooth * n
-        marks = self._landmark_motion(a, b)
+        marks = self._landmark_motion(a, b, before_mesh)
         if marks is not None:
             flow = marks
         else:
@@ -180,16 +187,28 @@ class EditTransfer:
         self._prev = (flow, colour)
         return flow.astype(np.float32), colour.astype(np.float32)
 
-    def _landmark_motion(self, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-        """The backward field (after → before) from the face mesh of both renders, or None without a mesh."""
+    def mesh_before(self, before: np.ndarray) -> BeforeMesh:
+        """The face mesh of the unedited render, for `fields(..., before_mesh=)`: the webcam finds it on another
+        thread while the previous frame is transferred."""
+        return BeforeMesh(self._mesh_points(0, _as_float(before, self.s.flow_size)))
+
+    def _mesh_points(self, which: int, img: np.ndarray) -> np.ndarray | None:
+        """Mesh points of a working-size render by the before (0) or after (1) tracker; None without a face."""
         if self._meshes is False:
             return None
         from engine.faces.mesh import shared_crop_mesh
 
-        mesh_a, mesh_b = self._meshes if self._meshes else (shared_crop_mesh(), shared_crop_mesh())
+        mesh = self._meshes[which] if self._meshes else shared_crop_mesh()
+        return mesh(np.clip(img, 0, 255).astype(np.uint8))
+
+    def _landmark_motion(self, a: np.ndarray, b: np.ndarray, before_mesh: BeforeMesh | None = None
+                         ) -> np.ndarray | None:
+        """The backward field (after → before) from the face mesh of both renders, or None without a mesh."""
+        if self._meshes is False:
+            return None
         n = self.s.flow_size
-        p = mesh_a(np.clip(a, 0, 255).astype(np.uint8))
-        q = mesh_b(np.clip(b, 0, 255).astype(np.uint8)) if p is not None else None
+        p = before_mesh.points if before_mesh is not None else self._mesh_points(0, a)
+        q = self._mesh_points(1, b) if p is not None else None
         if p is None or q is None:
             return None
         # Normalised convolution: each point's displacement is splatted at its new place, blurred, and divided by the
@@ -257,9 +276,10 @@ class EditTransfer:
 
     # -- onto the photo ----------------------------------------------------------------------------------------------
     def __call__(self, photo: np.ndarray, aligned: AlignedFace, before: np.ndarray, after: np.ndarray,
-                 person: np.ndarray | None = None) -> np.ndarray:
+                 person: np.ndarray | None = None, before_mesh: BeforeMesh | None = None) -> np.ndarray:
         """The photo (uint8 RGB, the one `aligned` was measured on) with the edit carried over; a new array.
-        `person`: `self.person(photo, aligned)` when the caller made it already (the webcam, on another thread)."""
+        `person` and `before_mesh`: `self.person(photo, aligned)` and `self.mesh_before(before)` when the caller made
+        them already (the webcam, on another thread)."""
         photo = np.asarray(photo)
         h, w = photo.shape[:2]
         if (w, h) != tuple(aligned.image_size):
@@ -268,7 +288,7 @@ class EditTransfer:
         if np.array_equal(before, after):
             self._prev = None if self.s.temporal <= 0 else self._prev
             return photo.copy()
-        flow, colour = self.fields(before, after)
+        flow, colour = self.fields(before, after, before_mesh)
         return self.apply(photo, aligned, flow, colour, self.person(photo, aligned) if person is None else person)
 
     def _segmenter_or_shared(self):
