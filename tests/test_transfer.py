@@ -346,3 +346,25 @@ def test_live_frame_is_the_same_whether_the_unedited_half_is_prepared_on_another
     finally:
         serial.close()
         overlapped.close()
+
+
+def test_bench_edits_measures_transfer_against_regenerate(kit, fixtures, tmp_path):
+    """`bench --edits` on one photo and two sliders: the zero edit is the photo itself with transfer and not with
+    regenerate, transfer keeps the photo's detail that regenerate replaces, the head turn's measured change is
+    recorded for both modes, and the JSON and the grid picture are written."""
+    from engine.bench_edits import bench_edits
+    from engine.io.directions import DirectionSet
+
+    G, inv, dset = kit
+    two = DirectionSet.for_model(G, [dset["head turn"], dset["lighting"]])
+    out = tmp_path / "edits.json"
+    r = bench_edits(G, inv, two, [fixtures / "images" / "grace_hopper.jpg"], out, progress=False)
+    s = r["summary"]
+    assert s["transfer"]["zero_edit_identical"] and not s["regenerate"]["zero_edit_identical"]
+    assert s["transfer"]["detail_kept"] > s["regenerate"]["detail_kept"]
+    assert s["transfer"]["lpips_face"] < s["regenerate"]["lpips_face"]
+    turns = s["geometric"]["head turn"]
+    assert len(turns) == 2 and all(np.isfinite(t["regenerate"]) for t in turns)
+    assert json.loads(out.read_text())["directions"] == ["head turn", "lighting"]
+    grid = load_image(tmp_path / "edits_grid.png")
+    assert grid.shape[0] == 256 + 4 and grid.shape[1] > 4 * 256
