@@ -392,3 +392,23 @@ def test_perceptual_compare_inverts_with_both_losses_and_reports_them(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training.perceptual_compare", "--photos", str(tmp_path / "none.png"),
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_fid_softness_places_blur_on_the_fid_scale(tmp_path):
+    """training.fid_softness: blurring the source raises its FID against the source and lowers its sharpness; a model
+    is placed on the same sharpness scale."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "soft.json"
+    env = {**os.environ, "BLAZESTUDIO_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "training.fid_softness", "--samples", "50", "--sigmas", "0", "1.5",
+                        "--sharpness-samples", "16", "--models", str(ROOT / "assets" / "teacher.safetensors"),
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    sharp, blurred, model = rows
+    assert blurred["fid_vs_source"] > sharp["fid_vs_source"] + 5
+    assert blurred["sharpness"] < 0.2 * sharp["sharpness"]
+    assert 0 < model["sharpness"] and "sharpness" in r.stdout
