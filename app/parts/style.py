@@ -226,6 +226,8 @@ class StylePart(TaskPart):
         def failed(msg):
             self._blending = False
             self._say(f"could not blend the style: {msg}")
+            if self._wanted is not None:
+                self._blend_next()
 
         self.editor.track(run_task(lambda ctx: blend_generators(base, styled, s), done=done, failed=failed))
 
