@@ -327,7 +327,7 @@ class _Slot:
 class LiveRunner:
     """Runs a LivePipeline on a FrameSource with three threads, one per stage:
 
-        reader: grab + align  →  encoder: encode (+ the unedited render and the person mask, for the transfer)
+        reader: grab + align  →  encoder: encode (+ for the transfer: the unedited render, its mesh, the person mask)
         →  renderer: edit + render + transfer or paste  →  on_frame(LiveFrame)
 
     Each stage hands over through a one-item slot. The reader aligns a frame only when the encoder has taken the
