@@ -75,3 +75,29 @@ def test_recipe_puts_signal_handlers_back(tmp_path):
     before = signal.getsignal(signal.SIGINT)
     assert main(["teacher", "--out", str(tmp_path / "t"), "--steps", "1", "--batch", "2", "--threads", "1"]) == 0
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_samples_grid_is_labelled_with_fid(tmp_path):
+    """`training.recipe samples` re-renders the model card's grid with each row's FID written beside it."""
+    import cv2
+
+    from training.recipe import main
+
+    out = tmp_path / "samples.png"
+    assert main(["samples", "--out", str(out), "--grid-seeds", "3"]) == 0
+    img = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    tile, pad = 64, 2
+    assert img.shape == (3 * (tile + pad) + pad, 96 + 3 * (tile + pad) + pad)
+    strip = img[:, :96]
+    for row in range(3):  # a label beside each row: source, teacher, student
+        band = strip[pad + row * (tile + pad): pad + row * (tile + pad) + tile]
+        assert (band < 128).sum() > 20, row
+    assert (img[:, 96:] < 250).mean() > 0.5  # and faces beside them
+    # the teacher's label carries its FID: more ink than the bare name
+    from training.recipe import FaceSource, samples_grid
+
+    S, T = engine.load_generator(), engine.load_teacher()
+    fid = {"teacher_vs_data": 63.2, "student_vs_data": 62.5, "student_vs_teacher": 11.0}
+    ink = [(samples_grid(T, S, FaceSource(), 2, f)[pad + tile + pad: 2 * (tile + pad), :96] < 128).sum()
+           for f in (None, fid)]
+    assert ink[1] > 1.5 * ink[0], ink

@@ -381,6 +381,51 @@ def directions_stage(args) -> int:
     return 0
 
 
+def samples_grid(T: Generator, S: Generator, source: FaceSource, seeds: int, fid: dict | None = None,
+                 samples: int = 0):
+    """Source | teacher | student for seeds 0…seeds-1 (same z, ψ = 1: the source has no truncation, so this is the
+    comparable row), each row labelled with its FID against the source when `fid` (evaluate()'s "fid") is given."""
+    from training.runlog import label_rows
+
+    z = seeds_to_z(list(range(seeds)), T.z_dim)
+    with torch.no_grad():
+        ws = T.mapping(z)
+        rows = [source(z), T.synthesis(ws), S.synthesis(ws)]
+    grid = make_grid(to_uint8(torch.cat(rows)), cols=seeds)
+    labels = [["source"], ["teacher"], ["student"]]
+    if fid:
+        floor = fid.get("data_vs_data")
+        labels = [["source", *([f"floor {floor:.1f}"] if floor is not None else [])],
+                  ["teacher", f"FID {fid['teacher_vs_data']:.1f}"],
+                  ["student", f"FID {fid['student_vs_data']:.1f}", f"({fid['student_vs_teacher']:.1f} vs T)"]]
+        if samples:
+            labels[0] += ["(FID over", f"{samples} samples)"]
+    return label_rows(grid, labels, tile=T.resolution)
+
+
+def refresh_samples(args) -> int:
+    """Re-render assets/samples.png from the bundled models and the FIDs that publish measured (metrics.json)."""
+    from engine import assets
+    from engine.io.checkpoints import load_generator
+
+    try:
+        metrics = json.loads((assets.ASSETS / "metrics.json").read_text())["metrics"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read {assets.ASSETS / 'metrics.json'}: {e}") from None
+    fid = metrics.get("fid")
+    if fid is None and "fid_teacher_vs_source" in metrics:  # metrics.json as publish wrote it before "fid" was nested
+        fid = {"teacher_vs_data": metrics["fid_teacher_vs_source"],
+               "student_vs_data": metrics["fid_student_vs_source"],
+               "student_vs_teacher": metrics["fid_student_vs_teacher"],
+               **({"data_vs_data": metrics["fid_floor"]} if "fid_floor" in metrics else {})}
+    T, S = load_generator(assets.TEACHER), load_generator(assets.STUDENT)
+    out = Path(args.out) if args.out else assets.ASSETS / "samples.png"
+    samples = metrics.get("fid_samples") or metrics.get("samples", 0)  # the first: older files' FID sample count
+    grid = samples_grid(T, S, FaceSource(), args.grid_seeds, fid, samples)
+    print(f"wrote {save_image(grid, out)}")
+    return 0
+
+
 def publish(args) -> int:
     """Copy the stage outputs into assets/, render the sample grid and measure the model card's metrics (the table of
     `main.py eval`: FID with the NVlabs Inception against the face source, LPIPS-VGG and PSNR against the teacher)."""
@@ -404,12 +449,6 @@ def publish(args) -> int:
             raise UserError(f"{src} is missing; run the earlier stages first")
     T, S = load_generator(files[assets.TEACHER]), load_generator(files[assets.STUDENT])
     source = FaceSource()
-    seeds = list(range(args.grid_seeds))
-    z = seeds_to_z(seeds, T.z_dim)
-    with torch.no_grad():
-        ws = T.mapping(z)  # ψ = 1: the source has no truncation, so this is the comparable row
-        rows = [source(z), T.synthesis(ws), S.synthesis(ws)]
-    save_image(make_grid(to_uint8(torch.cat(rows)), cols=len(seeds)), assets.ASSETS / "samples.png")
 
     # The same evaluation as `main.py eval` with its defaults (features cached by file hash, so running that command
     # on the published files afterwards costs nothing), plus the floor: the source against a second draw of itself.
@@ -431,6 +470,7 @@ def publish(args) -> int:
     for dst, src in files.items():
         if src.resolve() != dst.resolve():
             shutil.copyfile(src, dst)
+    save_image(samples_grid(T, S, source, args.grid_seeds, result["fid"], n), assets.ASSETS / "samples.png")
     sizes = {dst.name: {"bytes": dst.stat().st_size, "sha256": file_sha256(dst)} for dst in files}
     (assets.ASSETS / "metrics.json").write_text(json.dumps({"metrics": metrics, "files": sizes}, indent=1))
     print(format_table(result))
@@ -508,6 +548,11 @@ def main(argv=None) -> int:
     pb.add_argument("--metric-samples", type=int, default=2000, help="samples per model and of the source")
     pb.add_argument("--threads", type=int, default=None)
     pb.set_defaults(fn=publish)
+    sm = sub.add_parser("samples", help="re-render samples.png (source | teacher | student, labelled with FID) from "
+                                        "the bundled models and metrics.json")
+    sm.add_argument("--grid-seeds", type=int, default=10)
+    sm.add_argument("--out", default=None, help="where to write it (default: assets/samples.png)")
+    sm.set_defaults(fn=refresh_samples)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -55,6 +55,18 @@ def label_columns(grid: np.ndarray, labels: list[str], tile: int, pad: int = 2) 
     return np.concatenate([np.asarray(strip), grid], axis=0)
 
 
+def label_rows(grid: np.ndarray, labels: list[list[str]], tile: int, pad: int = 2, width: int = 96) -> np.ndarray:
+    """Add a white strip left of an engine.render.make_grid image with a label (one or more lines) beside each row."""
+    strip = Image.new("RGB", (width, grid.shape[0]), "white")
+    d = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    for k, lines in enumerate(labels):
+        top = pad + k * (tile + pad) + (tile - 12 * len(lines)) // 2
+        for i, text in enumerate(lines):
+            d.text((4, top + 12 * i), text, fill="black", font=font)
+    return np.concatenate([np.asarray(strip), grid], axis=1)
+
+
 def read_csv(path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
