@@ -101,3 +101,24 @@ def test_samples_grid_is_labelled_with_fid(tmp_path):
     ink = [(samples_grid(T, S, FaceSource(), 2, f)[pad + tile + pad: 2 * (tile + pad), :96] < 128).sum()
            for f in (None, fid)]
     assert ink[1] > 1.5 * ink[0], ink
+
+
+def test_next_teacher_continues_the_bundled_one(tmp_path):
+    """assets/next/teacher.safetensors is the teacher still in training (MODEL_CARD.md): kept in the repository so that
+    the recipe resumes from it on a fresh machine; `--init` continues its step count."""
+    from training.recipe import main
+
+    path = assets.ASSETS / "next" / "teacher.safetensors"
+    N, T = engine.load_generator(path), engine.load_teacher()
+    assert not N.is_student and (N.resolution, N.num_ws, N.z_dim) == (T.resolution, T.num_ws, T.z_dim)
+    step = int(N.cfg.info["steps"])
+    assert step > int(T.cfg.info["steps"]) and path.stat().st_size <= 25e6
+    out = tmp_path / "teacher"
+    assert main(["teacher", "--out", str(out), "--init", str(path), "--steps", str(step + 1), "--batch", "2",
+                 "--adv-weight", "0", "--threads", "1"]) == 0
+    G = engine.load_generator(out / "teacher.safetensors")
+    assert G.cfg.info["steps"] == step + 1
+    z = torch.randn(2, N.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # one small step on from the committed weights, not a fresh start
+        a, b = N.synthesis(N.mapping(z)), G.synthesis(G.mapping(z))
+    assert (a - b).abs().mean() < 0.05
