@@ -416,8 +416,7 @@ def refresh_samples(args) -> int:
     if fid is None and "fid_teacher_vs_source" in metrics:  # metrics.json as publish wrote it before "fid" was nested
         fid = {"teacher_vs_data": metrics["fid_teacher_vs_source"],
                "student_vs_data": metrics["fid_student_vs_source"],
-               "student_vs_teacher": metrics["fid_student_vs_teacher"],
-               **({"data_vs_data": metrics["fid_floor"]} if "fid_floor" in metrics else {})}
+               "student_vs_teacher": metrics["fid_student_vs_teacher"]}
     T, S = load_generator(assets.TEACHER), load_generator(assets.STUDENT)
     out = Path(args.out) if args.out else assets.ASSETS / "samples.png"
     samples = metrics.get("fid_samples") or metrics.get("samples", 0)  # the first: older files' FID sample count
