@@ -49,16 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         mod.add_arguments(parser)
         args = parser.parse_args(argv[1:])
-        from engine.errors import UserError
+        from engine.errors import report_errors
 
-        try:
-            return int(mod.run(args) or 0)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        return report_errors(mod.run, args)
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():

@@ -37,6 +37,46 @@ def _muted(text: str) -> QLabel:
     return lbl
 
 
+def _status_line(text: str) -> QLabel:
+    """A muted two-line status: its height is kept when the text shortens, so the panel below does not jump."""
+    lbl = _muted(text)
+    lbl.setMinimumHeight(2 * lbl.fontMetrics().lineSpacing() + 4)
+    return lbl
+
+
+def _button(text: str, tip: str, clicked, enabled: bool = True) -> QPushButton:
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    b.clicked.connect(clicked)
+    b.setEnabled(enabled)
+    return b
+
+
+def _steps_box(lo: int, hi: int, step: int, value: int, tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setSuffix(" steps")
+    if tip:
+        box.setToolTip(tip)
+    return box
+
+
+def _progress_row(panel) -> QHBoxLayout:
+    """The bar and Cancel button of a panel's long job, as panel.progress and panel.cancel (per mille)."""
+    row = QHBoxLayout()
+    panel.progress = QProgressBar()
+    panel.progress.setRange(0, 1000)
+    panel.progress.setTextVisible(True)
+    panel.progress.setFormat("")
+    panel.cancel = QPushButton("Cancel")
+    panel.cancel.clicked.connect(panel.cancelRequested)
+    row.addWidget(panel.progress, 1)
+    row.addWidget(panel.cancel)
+    return row
+
+
 class ModelPanel(QGroupBox):
     openModel = Signal()
     openTeacher = Signal()
@@ -406,13 +446,10 @@ class PhotoPanel(QGroupBox):
         super().__init__("Photo", parent)
         v = QVBoxLayout(self)
         row = QHBoxLayout()
-        self.open = QPushButton("Open photo…")
-        self.open.setToolTip("Open a photo to align, invert and edit  (Ctrl+O); or drop it on the view")
-        self.open.clicked.connect(self.openRequested)
-        self.save = QPushButton("Save result…")
-        self.save.setToolTip("Save the edited face pasted back into the photo  (Ctrl+Shift+E)")
-        self.save.clicked.connect(self.saveRequested)
-        self.save.setEnabled(False)
+        self.open = _button("Open photo…", "Open a photo to align, invert and edit  (Ctrl+O); or drop it on the view",
+                            self.openRequested)
+        self.save = _button("Save result…", "Save the edited face pasted back into the photo  (Ctrl+Shift+E)",
+                            self.saveRequested, enabled=False)
         row.addWidget(self.open)
         row.addWidget(self.save)
         v.addLayout(row)
@@ -424,45 +461,23 @@ class PhotoPanel(QGroupBox):
         opt = QHBoxLayout()
         self.refine = QCheckBox("Refine")
         self.refine.setToolTip("After the encoder, optimise the latent for a closer likeness (slower)")
-        self.steps = QSpinBox()
-        self.steps.setRange(10, 2000)
-        self.steps.setSingleStep(10)
-        self.steps.setValue(100)
-        self.steps.setSuffix(" steps")
-        self.refine_now = QPushButton("Refine now")
-        self.refine_now.setToolTip("Run the refinement on the current photo")
-        self.refine_now.clicked.connect(self.refineRequested)
-        self.refine_now.setEnabled(False)
+        self.steps = _steps_box(10, 2000, 10, 100)
+        self.refine_now = _button("Refine now", "Run the refinement on the current photo", self.refineRequested,
+                                  enabled=False)
         opt.addWidget(self.refine)
         opt.addWidget(self.steps)
         opt.addWidget(self.refine_now)
         v.addLayout(opt)
         tune = QHBoxLayout()
-        self.tune_steps = QSpinBox()
-        self.tune_steps.setRange(10, 1000)
-        self.tune_steps.setSingleStep(10)
-        self.tune_steps.setValue(100)
-        self.tune_steps.setSuffix(" steps")
-        self.tune = QPushButton("Tune to photo")
-        self.tune.setToolTip("Fine-tune a copy of the generator to this face (pivotal tuning): a closer likeness for "
-                             "the generator's rendition and more accurate edits; the model file is not changed")
-        self.tune.clicked.connect(self.tuneRequested)
-        self.tune.setEnabled(False)
+        self.tune_steps = _steps_box(10, 1000, 10, 100)
+        self.tune = _button("Tune to photo", "Fine-tune a copy of the generator to this face (pivotal tuning): a "
+                            "closer likeness for the generator's rendition and more accurate edits; the model file "
+                            "is not changed", self.tuneRequested, enabled=False)
         tune.addWidget(self.tune_steps)
         tune.addWidget(self.tune, 1)
         v.addLayout(tune)
-        prog = QHBoxLayout()
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(True)
-        self.progress.setFormat("")
-        self.cancel = QPushButton("Cancel")
-        self.cancel.clicked.connect(self.cancelRequested)
-        prog.addWidget(self.progress, 1)
-        prog.addWidget(self.cancel)
-        v.addLayout(prog)
-        self.info = _muted("Open a photo with a clearly visible face.")
-        self.info.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing() + 4)
+        v.addLayout(_progress_row(self))
+        self.info = _status_line("Open a photo with a clearly visible face.")
         v.addWidget(self.info)
         self.set_running(False)
 
@@ -606,35 +621,19 @@ class StylePanel(QGroupBox):
                                 "misses): no face detection")
         v.addWidget(self.aligned)
         run = QHBoxLayout()
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 5000)
-        self.steps.setSingleStep(50)
-        self.steps.setValue(200)
-        self.steps.setSuffix(" steps")
-        self.steps.setToolTip("Fine-tuning steps (JoJoGAN uses 300; the style shows after about 100)")
-        self.stylize = QPushButton("Stylize")
+        self.steps = _steps_box(1, 5000, 50, 200, "Fine-tuning steps (JoJoGAN uses 300; the style shows after about "
+                                "100)")
+        self.stylize = _button("Stylize", "Fine-tune a copy of the model so that every face renders in the style of "
+                               "the images", self.stylizeRequested)
         self.stylize.setObjectName("primary")
-        self.stylize.setToolTip("Fine-tune a copy of the model so that every face renders in the style of the images")
-        self.stylize.clicked.connect(self.stylizeRequested)
         run.addWidget(self.steps)
         run.addWidget(self.stylize, 1)
         v.addLayout(run)
-        prog = QHBoxLayout()
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("")
-        self.cancel = QPushButton("Cancel")
-        self.cancel.clicked.connect(self.cancelRequested)
-        prog.addWidget(self.progress, 1)
-        prog.addWidget(self.cancel)
-        v.addLayout(prog)
+        v.addLayout(_progress_row(self))
         files = QHBoxLayout()
-        self.load = QPushButton("Load stylized model…")
-        self.load.setToolTip("Open a model made by main.py stylize from this model")
-        self.load.clicked.connect(self.loadRequested)
-        self.save = QPushButton("Save…")
-        self.save.setToolTip("Save the stylized model at the strength shown (.safetensors)")
-        self.save.clicked.connect(self.saveRequested)
+        self.load = _button("Load stylized model…", "Open a model made by main.py stylize from this model",
+                            self.loadRequested)
+        self.save = _button("Save…", "Save the stylized model at the strength shown (.safetensors)", self.saveRequested)
         files.addWidget(self.load, 1)
         files.addWidget(self.save)
         v.addLayout(files)
@@ -668,8 +667,7 @@ class StylePanel(QGroupBox):
         strength.addWidget(self.strength, 1)
         strength.addWidget(self.strength_value)
         v.addLayout(strength)
-        self.status = _muted("Add one to a few style images, or load a stylized model.")
-        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
+        self.status = _status_line("Add one to a few style images, or load a stylized model.")
         v.addWidget(self.status)
         self.set_running(False)
         self.set_stylized(False)

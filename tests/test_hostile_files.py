@@ -317,3 +317,22 @@ def test_bounds_do_not_refuse_real_models(nvidia_pkl, rosinality_pt):
         cfg.student()
         ModelConfig.from_dict(json.loads(cfg.to_json()))
     assert engine.load_generator(nvidia_pkl).resolution == engine.load_generator(rosinality_pt).resolution == 64
+
+
+def test_every_entry_point_reports_errors_the_same_way(capsys):
+    """main.py, the recipe and the training tools share report_errors: one line, exit 1; Ctrl-C one line, 130."""
+    from engine.errors import report_errors
+
+    def bad(_):
+        raise CheckpointError("x.pkl: not a StyleGAN checkpoint")
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    assert report_errors(bad, None) == 1
+    assert capsys.readouterr().err == "error: x.pkl: not a StyleGAN checkpoint\n"
+    assert report_errors(interrupted, None, interrupted="interrupted; run it again") == 130
+    assert capsys.readouterr().err == "interrupted; run it again\n"
+    assert report_errors(lambda a: a, 3) == 3
+    with pytest.raises(ValueError):  # a bug is not bad input: it keeps its traceback
+        report_errors(lambda _: int("x"), None)

@@ -6,6 +6,8 @@ and at the end; --resume continues a run up to --steps in total.
 
 from __future__ import annotations
 
+import sys
+
 from engine.errors import UserError
 
 
@@ -68,19 +70,23 @@ def run(args) -> int:
         raise UserError("--input-size, --hidden and --perceptual are fixed when a run starts; drop them with --resume")
     if args.perceptual is not None:
         cfg.perceptual = args.perceptual
-    train_encoder(
-        G,
-        args.out,
-        steps=args.steps,
-        batch=args.batch,
-        data=args.data,
-        aligned=args.aligned,
-        resume=args.resume,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        input_size=args.input_size,
-        hidden=args.hidden,
-        cfg=cfg,
-        init=args.init,
-    )
+    try:
+        train_encoder(
+            G,
+            args.out,
+            steps=args.steps,
+            batch=args.batch,
+            data=args.data,
+            aligned=args.aligned,
+            resume=args.resume,
+            device=args.device,
+            checkpoint_every=args.checkpoint_every,
+            input_size=args.input_size,
+            hidden=args.hidden,
+            cfg=cfg,
+            init=args.init,
+        )
+    except KeyboardInterrupt:  # the recipe resumes by itself; this command needs the flag
+        print("to continue: the same command with --resume", file=sys.stderr)
+        raise
     return 0

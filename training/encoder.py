@@ -453,7 +453,7 @@ def train_encoder(
     except KeyboardInterrupt:
         bar.close()
         trainer.save(out)
-        log(f"interrupted at step {trainer.step_count}; saved {out} (continue with --resume)")
+        log(f"interrupted at step {trainer.step_count}; saved {out} and the state to resume from")
         raise
     finally:
         if old_term is not None:

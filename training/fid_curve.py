@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import UserError
+from engine.errors import UserError, report_errors
 
 SNAPSHOT = re.compile(r"^(?P<name>[a-z]+)_(?P<step>\d+)\.safetensors$")
 
@@ -94,24 +94,22 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default=None, help="also the model the run started from (e.g. the published one)")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        run = Path(args.run)
-        if not run.is_dir():
-            raise UserError(f"{run}: no such run folder")
-        paths = ([Path(args.baseline)] if args.baseline else []) + snapshots(run)
-        if not paths:
-            raise UserError(f"{run}: no <name>_<step>.safetensors snapshots here")
-        rows = fid_curve(paths, args.samples, args.seed)
-        best = min(rows, key=lambda r: r["fid"])
-        (run / "fid.json").write_text(json.dumps({"samples": args.samples, "rows": rows, "best": best}, indent=1))
-        plot(rows, run / "fid.png", f"FID vs the recipe's source ({args.samples} samples) over training")
-        print(f"best: {Path(best['file']).name} (step {best['step']}, FID {best['fid']:.2f}); wrote "
-              f"{run / 'fid.json'} and {run / 'fid.png'}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(_run, p.parse_args(argv))
+
+
+def _run(args) -> None:
+    run = Path(args.run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder")
+    paths = ([Path(args.baseline)] if args.baseline else []) + snapshots(run)
+    if not paths:
+        raise UserError(f"{run}: no <name>_<step>.safetensors snapshots here")
+    rows = fid_curve(paths, args.samples, args.seed)
+    best = min(rows, key=lambda r: r["fid"])
+    (run / "fid.json").write_text(json.dumps({"samples": args.samples, "rows": rows, "best": best}, indent=1))
+    plot(rows, run / "fid.png", f"FID vs the recipe's source ({args.samples} samples) over training")
+    print(f"best: {Path(best['file']).name} (step {best['step']}, FID {best['fid']:.2f}); wrote "
+          f"{run / 'fid.json'} and {run / 'fid.png'}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import UserError
+from engine.errors import report_errors
 
 
 class BlurredSamples:
@@ -59,41 +59,39 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--sharpness-samples", type=int, default=200)
     p.add_argument("--out", default="runs/fid-softness.json")
-    args = p.parse_args(argv)
-    try:
-        from engine.io.checkpoints import load_generator
-        from engine.metrics.evaluate import DATA_SEED0, Evaluator, FeatureCache, default_cache_dir
-        from engine.metrics.fid import fid
-        from engine.metrics.sources import FaceSource, SourceSamples
-        from engine.models.generator import seeds_to_z
+    return report_errors(_run, p.parse_args(argv))
 
-        source = FaceSource()
-        data = SourceSamples(source, args.samples, DATA_SEED0)
-        other = data.redraw(DATA_SEED0 + 10 * args.samples + 1_000_003)
-        ev = Evaluator(FeatureCache(default_cache_dir()), torch.device("cpu"))
-        ref = ev.features("source", data)
-        probe = SourceSamples(source, args.sharpness_samples, DATA_SEED0 + 5_000_000)
-        rows = []
-        for s in args.sigmas:
-            blurred = BlurredSamples(other, s)
-            f = fid(ev.features(f"source blurred {s:g} px", blurred), ref)
-            sharp = sharpness(next(BlurredSamples(probe, s).batches(len(probe))).permute(0, 2, 3, 1).numpy())
-            rows.append({"set": f"source blurred {s:g} px", "sigma": s, "fid_vs_source": f, "sharpness": sharp})
-            print(f"source blurred σ {s:g} px: FID {f:.2f} against the source, sharpness {sharp:.1f}", flush=True)
-        for path in args.models:
-            G = load_generator(path)
-            with torch.no_grad():
-                x = G.synthesis(G.mapping(seeds_to_z(range(args.sharpness_samples), G.z_dim)), noise_mode="const")
-            rows.append({"set": str(path), "sharpness": sharpness(x)})
-            print(f"{path}: sharpness {rows[-1]['sharpness']:.1f}", flush=True)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"samples": args.samples, "rows": rows}, indent=1))
-        print(f"wrote {out}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+def _run(args) -> None:
+    from engine.io.checkpoints import load_generator
+    from engine.metrics.evaluate import DATA_SEED0, Evaluator, FeatureCache, default_cache_dir
+    from engine.metrics.fid import fid
+    from engine.metrics.sources import FaceSource, SourceSamples
+    from engine.models.generator import seeds_to_z
+
+    source = FaceSource()
+    data = SourceSamples(source, args.samples, DATA_SEED0)
+    other = data.redraw(DATA_SEED0 + 10 * args.samples + 1_000_003)
+    ev = Evaluator(FeatureCache(default_cache_dir()), torch.device("cpu"))
+    ref = ev.features("source", data)
+    probe = SourceSamples(source, args.sharpness_samples, DATA_SEED0 + 5_000_000)
+    rows = []
+    for s in args.sigmas:
+        blurred = BlurredSamples(other, s)
+        f = fid(ev.features(f"source blurred {s:g} px", blurred), ref)
+        sharp = sharpness(next(BlurredSamples(probe, s).batches(len(probe))).permute(0, 2, 3, 1).numpy())
+        rows.append({"set": f"source blurred {s:g} px", "sigma": s, "fid_vs_source": f, "sharpness": sharp})
+        print(f"source blurred σ {s:g} px: FID {f:.2f} against the source, sharpness {sharp:.1f}", flush=True)
+    for path in args.models:
+        G = load_generator(path)
+        with torch.no_grad():
+            x = G.synthesis(G.mapping(seeds_to_z(range(args.sharpness_samples), G.z_dim)), noise_mode="const")
+        rows.append({"set": str(path), "sharpness": sharpness(x)})
+        print(f"{path}: sharpness {rows[-1]['sharpness']:.1f}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"samples": args.samples, "rows": rows}, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

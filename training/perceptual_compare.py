@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.errors import UserError
+from engine.errors import UserError, report_errors
 
 LOSSES = ("mobilenet_v2", "lpips-vgg")
 
@@ -113,8 +113,6 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from engine.assets import EXAMPLE_PHOTOS
-
     p = argparse.ArgumentParser(prog="python -m training.perceptual_compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="generator (default: the bundled student)")
     p.add_argument("--encoder", default=None, help="encoder (default: the bundled one)")
@@ -126,39 +124,38 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100, help="projector steps per target and loss")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/perceptual-compare")
-    args = p.parse_args(argv)
-    try:
-        from engine.cli.common import load_model
-        from engine.invert import pick_encoder
-        from engine.render import make_grid, save_image, to_uint8
+    return report_errors(_run, p.parse_args(argv))
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        G = load_model(args.model)
-        E, note = pick_encoder(G, args.encoder)
-        if note:
-            print(note)
-        photos = list(args.photos) if args.photos is not None else [str(p) for p in EXAMPLE_PHOTOS]
-        items = targets(G, photos, args.video, args.frames, args.samples, args.seed)
-        rows, pictures = compare(G, E, items, args.steps)
-        summary = summarise(rows)
-        doc = {"model": str(G.source_path), "steps": args.steps, "losses": LOSSES, "summary": summary,
-               "rows": rows}
-        (out / "compare.json").write_text(json.dumps(doc, indent=1))
-        grid = torch.cat([torch.cat(pictures[k]) for k in ("target", "encoder", *LOSSES)])
-        save_image(make_grid(to_uint8(grid), cols=len(items)), out / "compare.png")
-        for group, s in summary.items():
-            print(f"{group}: " + "; ".join(
-                f"{m} PSNR {v['psnr']:.2f} dB, LPIPS-VGG {v['lpips-vgg_distance']:.3f}, MobileNetV2 "
-                f"{v['mobilenet_v2_distance']:.3f}" for m, v in s.items() if isinstance(v, dict))
-                + f"; LPIPS-VGG higher PSNR on {s['lpips_vgg_higher_psnr']}")
-        print(f"wrote {out / 'compare.json'} and {out / 'compare.png'} (rows: target, encoder, {', '.join(LOSSES)})")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+def _run(args) -> None:
+    from engine.assets import EXAMPLE_PHOTOS
+    from engine.cli.common import load_model
+    from engine.invert import pick_encoder
+    from engine.render import make_grid, save_image, to_uint8
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    G = load_model(args.model)
+    E, note = pick_encoder(G, args.encoder)
+    if note:
+        print(note)
+    photos = list(args.photos) if args.photos is not None else [str(p) for p in EXAMPLE_PHOTOS]
+    items = targets(G, photos, args.video, args.frames, args.samples, args.seed)
+    rows, pictures = compare(G, E, items, args.steps)
+    summary = summarise(rows)
+    doc = {"model": str(G.source_path), "steps": args.steps, "losses": LOSSES, "summary": summary,
+           "rows": rows}
+    (out / "compare.json").write_text(json.dumps(doc, indent=1))
+    grid = torch.cat([torch.cat(pictures[k]) for k in ("target", "encoder", *LOSSES)])
+    save_image(make_grid(to_uint8(grid), cols=len(items)), out / "compare.png")
+    for group, s in summary.items():
+        print(f"{group}: " + "; ".join(
+            f"{m} PSNR {v['psnr']:.2f} dB, LPIPS-VGG {v['lpips-vgg_distance']:.3f}, MobileNetV2 "
+            f"{v['mobilenet_v2_distance']:.3f}" for m, v in s.items() if isinstance(v, dict))
+            + f"; LPIPS-VGG higher PSNR on {s['lpips_vgg_higher_psnr']}")
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'} (rows: target, encoder, {', '.join(LOSSES)})")
 
 
 if __name__ == "__main__":

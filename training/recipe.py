@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from engine.device import pick_device
-from engine.errors import UserError
+from engine.errors import UserError, report_errors
 from engine.io.checkpoints import atomic_write, save_generator
 from engine.metrics.sources import FaceSource
 from engine.models.config import ModelConfig
@@ -553,14 +553,8 @@ def main(argv=None) -> int:
     sm.add_argument("--out", default=None, help="where to write it (default: assets/samples.png)")
     sm.set_defaults(fn=refresh_samples)
     args = p.parse_args(argv)
-    try:
-        return args.fn(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # the stage saved its checkpoint on the way out
-        print("interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    # on Ctrl-C the stage has saved its checkpoint on the way out
+    return report_errors(args.fn, args, interrupted="interrupted; run the same command again to continue")
 
 
 if __name__ == "__main__":

@@ -331,7 +331,7 @@ def heatmap(result: dict, attrs=ATTRIBUTES, limit: float = 2.0) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     names = list(result)
-    cw, ch, left, top = 74, 34, 330, 150
+    cw, ch, left, top = 74, 34, 380, 150
     img = Image.new("RGB", (left + cw * len(attrs) + 10, top + ch * len(names) + 40), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=13)
@@ -345,7 +345,7 @@ def heatmap(result: dict, attrs=ATTRIBUTES, limit: float = 2.0) -> np.ndarray:
         r = result[name]
         y = top + i * ch
         draw.text((6, y + 3), name, fill=(0, 0, 0), font=font)
-        draw.text((6, y + 18), r["proposed_name"][:48], fill=(90, 90, 90), font=small)
+        draw.text((6, y + 18), r["proposed_name"][:58], fill=(90, 90, 90), font=small)
         for j, k in enumerate(attrs):
             v = r["attributes"][k]
             x = left + j * cw
@@ -361,7 +361,8 @@ def heatmap(result: dict, attrs=ATTRIBUTES, limit: float = 2.0) -> np.ndarray:
             if np.isfinite(m):
                 draw.text((x + 6, y + 3), f"{m:+.2f}", fill=(0, 0, 0), font=font)
                 draw.text((x + 6, y + 18), f"{share:.0%}", fill=(60, 60, 60), font=small)
-    draw.text((6, top + ch * len(names) + 10), f"median change from −⅔ to +⅔ of each slider, in standard deviations "
-              f"across faces (share of faces moving the same way); saturates at ±{limit:g}", fill=(60, 60, 60),
-              font=small)
+    # PIL's bundled font has no − or ⅔ glyph: plain ASCII here
+    draw.text((6, top + ch * len(names) + 10), f"median change from -2/3 to +2/3 of each slider, in standard "
+              f"deviations across faces (share of faces moving the same way); saturates at ±{limit:g}",
+              fill=(60, 60, 60), font=small)
     return np.asarray(img)
