@@ -60,8 +60,10 @@ def test_fitted_direction_moves_its_attribute_on_held_out_faces(G, fitted, sampl
     ch = sweep_effect(G, d, range(HELD_OUT_SEED + 100, HELD_OUT_SEED + 112), ("yaw",), meter=meter)["yaw"]
     s = summarize(ch, samples.std("yaw"))
     assert s["same_way"] >= 0.9 and s["median_std"] > 0.5, s
-    # The slider is calibrated to a visible change (at least the ±3 standard deviations of W along it).
-    assert d.slider[1] >= 3 * d.info["std"] - 1e-6
+    # The slider is calibrated to a visible change: at least the ±3 standard deviations of W along it, unless that
+    # is further than typical faces lie from the mean of W (where faces break up).
+    reach = float(np.median((samples.w - samples.w.mean(0)).norm(dim=1)))
+    assert d.slider[1] >= min(3 * d.info["std"], reach) - 1e-3 and d.slider[1] <= reach + 1e-3
 
 
 def test_describe_names_directions_by_their_measured_effect(G, fitted, samples, meter):

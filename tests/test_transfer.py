@@ -79,18 +79,27 @@ def test_transfer_keeps_the_person_and_everything_outside_the_face(kit, photos):
 
 
 def test_geometric_edit_moves_landmarks_like_the_regenerated_face(kit, photos):
-    """Head turn measured with MediaPipe on the output photo: the same way as on the regenerated face, at least half
-    as much."""
+    """Head turn measured with MediaPipe on the output photo: the way the slider turns heads (its measured effect on
+    held-out faces), visibly, and where the regenerated face turns clearly (by 2° or more), the same way and at
+    least half as much. MediaPipe's yaw on a 64 px rendition pasted into a photo is only good to a degree or two
+    (Grace Hopper's, under her cap and glasses, read −1.4° for a turn that its landmarks and the transfer show as
+    +4.8°), so smaller readings of it are no reference."""
     _, _, dset = kit
     meter = AttributeMeter(photometric=False)
-    for pe in photos.values():
+    way = np.sign(dset["head turn"].info["effect_per_alpha"]["yaw"])
+    compared = 0
+    for name, pe in photos.items():
         base = meter.photo(pe.rgb)["yaw"]
         regen_base = meter.photo(pe.render(lambda ws: ws, "regenerate"))["yaw"]
         for frac in (-0.8, 0.8):
             fn = _edit(dset, "head turn", frac)
             t = meter.photo(pe.render(fn, "transfer"))["yaw"] - base
             r = meter.photo(pe.render(fn, "regenerate"))["yaw"] - regen_base
-            assert np.sign(t) == np.sign(r) and abs(t) >= 0.5 * abs(r), (frac, t, r)
+            assert np.sign(t) == way * np.sign(frac) and abs(t) >= 1.0, (name, frac, t, r)
+            if abs(r) >= 2.0:
+                compared += 1
+                assert np.sign(t) == np.sign(r) and abs(t) >= 0.5 * abs(r), (name, frac, t, r)
+    assert compared >= 2  # the regenerated face is a reference on most of these edits
 
 
 def test_attribute_measures_follow_mirror_and_rotation(fixtures):

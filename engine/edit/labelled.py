@@ -184,7 +184,8 @@ def fit_attribute_directions(G, samples: Samples, attrs=DEFAULT_ATTRIBUTES, l2: 
             probe).any() else 0.0
         reach = float(np.median((w - w.mean(0)).norm(dim=1)))
         hi = 1.5 * samples.std(name) / (SWEEP_FRACTION * max(per_alpha, 1e-9))
-        hi = float(np.clip(hi, 3 * std_w, reach))
+        # At least the faces' own spread along it (±3 std), unless that is beyond the reach: the cap wins.
+        hi = float(min(max(hi, 3 * std_w), reach))
         d = Direction(name, v, rng, (-round(hi, 3), round(hi, 3)), "attributes", info)
         ch = sweep_effect(G, d, check_seeds, meter=meter)
         a = SWEEP_FRACTION * d.slider[1]
