@@ -8,6 +8,7 @@ import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,6 +286,26 @@ def test_eval_end_to_end_with_its_cache(tmp_path, capsys):
     assert r2["cached"] == ["teacher", "student"] and r2["data"]["images"] == 2
     assert r2["fid"]["student_vs_teacher"] == pytest.approx(r["fid"]["student_vs_teacher"], rel=1e-9)
     assert r2["fid"]["teacher_vs_data"] != pytest.approx(r["fid"]["teacher_vs_data"])
+
+
+def test_eval_takes_the_pair_it_is_given_and_completes_a_lone_model(tmp_path, capsys):
+    from engine import assets
+    from engine.cli.eval import _pick_models
+
+    # A student of the bundled teacher from elsewhere (a copy stands for a user's run): both given, both used.
+    mine = shutil.copyfile(assets.STUDENT, tmp_path / "my_student.safetensors")
+    student, teacher = _pick_models(str(mine), str(assets.TEACHER))
+    assert Path(student.source_path) == mine and Path(teacher.source_path) == assets.TEACHER
+    assert "pairs with it" not in capsys.readouterr().out
+
+    # Only the student: the bundled teacher shares its W space and completes the pair.
+    student, teacher = _pick_models(str(mine), None)
+    assert Path(student.source_path) == mine and Path(teacher.source_path) == assets.TEACHER
+    assert "the bundled teacher pairs with it" in capsys.readouterr().out
+
+    # A model of another W space (the NVIDIA fixture) is evaluated alone.
+    student, teacher = _pick_models(None, str(NVIDIA))
+    assert student is None and Path(teacher.source_path) == NVIDIA
 
 
 def test_eval_option_errors_are_one_line(tmp_path, capsys):

@@ -56,6 +56,8 @@ def _pick_models(model_path, teacher_path):
             "teacher"))
     student = load_generator(model_path) if model_path else None
     teacher = load_generator(teacher_path) if teacher_path else None
+    if student is not None and teacher is not None:
+        return student, teacher
     which = "teacher" if teacher is None else "student"
     bundled_path = assets.TEACHER if teacher is None else assets.STUDENT
     if bundled_path.exists():
