@@ -131,7 +131,7 @@ def _assert_same(a, b, path=""):
         assert a == b, path
 
 
-def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_path):
+def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_path, capsys):
     # Adversarial from step 1 against the fixture photos, R1 every 2 steps: every piece of state is exercised.
     kw = dict(steps=6, adv_weight=0.1, adv_start=1, adv_ramp=2, d_reg_every=2, data=str(IMAGES), lr=5e-3)
     straight = Distiller(tiny(tmp_path / "straight", **kw))
@@ -142,8 +142,10 @@ def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_
     assert first.step == 3
     with pytest.raises(Exception, match="--resume"):
         Distiller(tiny(tmp_path / "split", **kw))  # a run folder is never silently overwritten
+    capsys.readouterr()
     resumed = Distiller(tiny(tmp_path / "split", **kw), resume=True)
     assert resumed.step == 3 and resumed.reals.taken == 2  # image batches used at steps 1 and 2
+    assert "note: resuming" not in capsys.readouterr().out  # the same settings: nothing to say
     assert resumed.run() == "done"
     _assert_same(_states(straight), _states(resumed))
     assert [int(r["step"]) for r in read_csv(tmp_path / "split" / "losses.csv")] == list(range(1, 7))
@@ -157,6 +159,13 @@ def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_
     torch.testing.assert_close(G.synthesis(ws), resumed.ema.synthesis(ws), rtol=0, atol=1e-6)
     saved = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert saved["step"] == 6 and saved["data"] == {"taken": 5}
+
+    # Resumed for longer with another ramp and lr: it goes on, and names what changed (and not the step count).
+    capsys.readouterr()
+    Distiller(tiny(tmp_path / "split", **{**kw, "steps": 8, "adv_ramp": 4, "lr": 1e-3}), resume=True)
+    out = capsys.readouterr().out
+    assert "note: resuming with settings that differ from the run's: adv_ramp 2 → 4, lr 0.005 → 0.001" in out
+    assert "steps" not in out
 
 
 def test_resume_after_kill_9_continues_at_the_checkpoint(tmp_path):
