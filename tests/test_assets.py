@@ -35,7 +35,7 @@ def test_bundled_student_is_close_to_its_teacher():
     assert t.std() > 0.2  # not a constant image
 
 
-def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
+def test_recipe_teacher_stage_runs_and_resumes(tmp_path, capsys):
     from training.recipe import FaceSource, main
 
     src = FaceSource()
@@ -50,8 +50,10 @@ def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
     assert G.cfg.info["steps"] == 2 and G.z_dim == 100
     d_before = torch.load(out / "checkpoint.pt", weights_only=True)["D"]
     args[4] = "3"
+    capsys.readouterr()
     assert main(args) == 0
     assert engine.load_generator(out / "teacher.safetensors").cfg.info["steps"] == 3
+    assert "note: resuming" not in capsys.readouterr().err  # longer, otherwise the same: nothing to say
     d_after = torch.load(out / "checkpoint.pt", weights_only=True)["D"]
     # the discriminator was resumed and trained on, not started afresh
     moved = [(d_after[k] - d_before[k]).abs().max() for k in d_before if d_before[k].is_floating_point()]
@@ -65,6 +67,11 @@ def test_recipe_teacher_stage_runs_and_resumes(tmp_path):
     # the polish keeps the W space put: the mapping's learning rate drops from ×30 to ×1
     groups = torch.load(out / "checkpoint.pt", weights_only=True)["opt"]["param_groups"]
     assert [g["lr"] for g in groups] == [2e-3, 2e-3]
+
+    # Resumed with another ramp than the run was started with: it goes on, and says so.
+    args[4], args[-1] = "4", "3"
+    assert main(args) == 0
+    assert "note: resuming with settings that differ from the run's: adv_ramp 1 → 3" in capsys.readouterr().err
 
 
 def test_recipe_puts_signal_handlers_back(tmp_path):

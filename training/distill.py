@@ -46,7 +46,7 @@ from training.data import ImageStream, LatentSampler, derive_seed
 from training.discriminator import Discriminator, DiscriminatorConfig, discriminator_for_teacher
 from training.loop import StopFlag, ema_update, lazy_r1_step
 from training.losses import DistillationLoss, discriminator_adversarial, generator_adversarial, resize
-from training.runlog import CsvLog, label_columns, plot_losses
+from training.runlog import CsvLog, changed_settings, label_columns, plot_losses
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -62,12 +62,6 @@ SAMPLE_SEED0, EVAL_SEED0, FD_SEED0 = 0, 100_000, 200_000
 # Settings a resumed run may change without changing what it trains: where it runs, how long, what it writes.
 _BOOKKEEPING = {"out", "steps", "device", "workers", "progress", "log_every", "sample_every", "sample_count",
                 "ckpt_every", "eval_every", "eval_count", "fd_count"}
-
-
-def _changed_settings(saved: dict, now: dict) -> str:
-    """'adv_ramp 500 → 2000, lr 0.002 → 0.0007' for the training settings that differ; '' when none do."""
-    return ", ".join(f"{k} {saved[k]} → {now[k]}" for k in sorted(now)
-                     if k not in _BOOKKEEPING and k in saved and saved[k] != now[k])
 
 
 class NonFiniteLossError(UserError):
@@ -669,10 +663,8 @@ class Distiller:
         if state["teacher"]["sha256"] != self.teacher_info["sha256"]:
             raise UserError(f"{self.ckpt_path}: the run was trained from another teacher file "
                             f"(sha256 {state['teacher']['sha256'][:12]}…, now {self.teacher_info['sha256'][:12]}…)")
-        changed = _changed_settings(state.get("config") or {}, self.cfg.to_dict())
+        changed = changed_settings(state.get("config") or {}, self.cfg.to_dict(), _BOOKKEEPING)
         if changed:
-            # A resume takes this command's settings, which is how a run's lr is lowered on purpose; a default that
-            # differs from what the run was started with (say --adv-ramp) would re-shape its schedule unnoticed.
             self.log(f"note: resuming with settings that differ from the run's: {changed}")
         self.student.load_state_dict(state["student"])
         self.ema.load_state_dict(state["ema"])

@@ -68,6 +68,27 @@ R1_EVERY = 16  # lazy R1, as in StyleGAN2
 # Stage 1: teacher
 
 
+# Teacher-stage options a resumed run may change without changing what it trains.
+_TEACHER_BOOKKEEPING = {"out", "steps", "init", "save_every", "keep_every", "threads", "device"}
+
+
+def _run_args(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "fn"}
+
+
+def _note_changed_settings(config_path: Path, args) -> None:
+    """On resume, name the options that differ from the ones the run was last started with (its config.json)."""
+    from training.runlog import changed_settings
+
+    try:
+        saved = json.loads(config_path.read_text()).get("args") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no record (or a damaged one): nothing to compare with
+    changed = changed_settings(saved, _run_args(args), _TEACHER_BOOKKEEPING)
+    if changed:
+        print(f"note: resuming with settings that differ from the run's: {changed}", file=sys.stderr)
+
+
 def fit_teacher(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +140,7 @@ def fit_teacher(args) -> int:
         step = st["step"]
         torch.set_rng_state(st["rng"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+        _note_changed_settings(out / "config.json", args)
     elif args.init:
         # Continue from published weights (e.g. assets/teacher.safetensors) when the run folder is gone.
         from engine.io.checkpoints import load_generator
@@ -128,8 +150,7 @@ def fit_teacher(args) -> int:
         G_ema.load_state_dict(prev.state_dict())
         step = int(prev.cfg.info.get("steps", 0))
         print(f"initialised from {args.init} (step {step})", file=sys.stderr)
-    run_args = {k: v for k, v in vars(args).items() if k != "fn"}
-    run_doc = {"stage": "teacher", "args": run_args, "model": cfg.to_dict()}
+    run_doc = {"stage": "teacher", "args": _run_args(args), "model": cfg.to_dict()}
     (out / "config.json").write_text(json.dumps(run_doc, indent=1))
     fixed_z = torch.randn(16, 100, generator=torch.Generator().manual_seed(123)).to(device)
     fixed_src = source(fixed_z)

@@ -14,6 +14,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
+def changed_settings(saved: dict, now: dict, ignore=()) -> str:
+    """'adv_ramp 500 → 2000, lr 0.002 → 0.0007': the settings of a resumed run that differ from the ones it was started
+    with ('' when none do). A resume takes the new ones, which is how a learning rate is lowered on purpose; a default
+    that differs from the run's would re-shape its schedule unnoticed, so the trainers say it."""
+    return ", ".join(f"{k} {saved[k]} → {now[k]}" for k in sorted(now)
+                     if k not in ignore and k in saved and saved[k] != now[k])
+
+
 class CsvLog:
     """Rows appended to a CSV file, one per call. On resume the rows past the checkpoint's step are dropped: they were
     written by the part of the run that the checkpoint does not contain and will be computed again."""
