@@ -59,8 +59,8 @@ def test_transfer_keeps_the_person_and_everything_outside_the_face(kit, photos):
     """Every bundled direction at 80% of its range: outside the edit region the photo is untouched bit for bit; inside,
     transfer keeps the photo's own detail far better than pasting the generator's rendition (the person is kept), and
     the edit still shows (the picture changes). Transfer carries the render's change of local contrast too (its colour
-    gain): where the edit itself flattens the rendered face ("eyes open" on a student of the second release: to 86% of its
-    fine detail), the photo's detail may fall as far, and no further."""
+    gain): where the edit itself flattens the rendered face ("eyes open" on a student of the second release: to 86%
+    of its fine detail), the photo's detail may fall as far, and no further."""
     _, _, dset = kit
     for pe in photos.values():
         regen0 = pe.render(lambda ws: ws, "regenerate")

@@ -46,7 +46,7 @@ from training.data import ImageStream, LatentSampler, derive_seed
 from training.discriminator import Discriminator, DiscriminatorConfig, discriminator_for_teacher
 from training.loop import StopFlag, ema_update, lazy_r1_step
 from training.losses import DistillationLoss, discriminator_adversarial, generator_adversarial, resize
-from training.runlog import CsvLog, changed_settings, label_columns, plot_losses
+from training.runlog import CsvLog, label_columns, plot_losses, resume_note
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -663,9 +663,9 @@ class Distiller:
         if state["teacher"]["sha256"] != self.teacher_info["sha256"]:
             raise UserError(f"{self.ckpt_path}: the run was trained from another teacher file "
                             f"(sha256 {state['teacher']['sha256'][:12]}…, now {self.teacher_info['sha256'][:12]}…)")
-        changed = changed_settings(state.get("config") or {}, self.cfg.to_dict(), _BOOKKEEPING)
-        if changed:
-            self.log(f"note: resuming with settings that differ from the run's: {changed}")
+        note = resume_note(state.get("config") or {}, self.cfg.to_dict(), _BOOKKEEPING)
+        if note:
+            self.log(note)
         self.student.load_state_dict(state["student"])
         self.ema.load_state_dict(state["ema"])
         self.opt_G.load_state_dict(state["opt_G"])

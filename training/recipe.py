@@ -78,15 +78,15 @@ def _run_args(args) -> dict:
 
 def _note_changed_settings(config_path: Path, args) -> None:
     """On resume, name the options that differ from the ones the run was last started with (its config.json)."""
-    from training.runlog import changed_settings
+    from training.runlog import resume_note
 
     try:
         saved = json.loads(config_path.read_text()).get("args") or {}
     except (OSError, ValueError, AttributeError):
         return  # no record (or a damaged one): nothing to compare with
-    changed = changed_settings(saved, _run_args(args), _TEACHER_BOOKKEEPING)
-    if changed:
-        print(f"note: resuming with settings that differ from the run's: {changed}", file=sys.stderr)
+    note = resume_note(saved, _run_args(args), _TEACHER_BOOKKEEPING)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def fit_teacher(args) -> int:

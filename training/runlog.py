@@ -14,12 +14,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def changed_settings(saved: dict, now: dict, ignore=()) -> str:
-    """'adv_ramp 500 → 2000, lr 0.002 → 0.0007': the settings of a resumed run that differ from the ones it was started
-    with ('' when none do). A resume takes the new ones, which is how a learning rate is lowered on purpose; a default
-    that differs from the run's would re-shape its schedule unnoticed, so the trainers say it."""
-    return ", ".join(f"{k} {saved[k]} → {now[k]}" for k in sorted(now)
-                     if k not in ignore and k in saved and saved[k] != now[k])
+def resume_note(saved: dict, now: dict, ignore=()) -> str:
+    """The line a resumed run prints when its settings differ from the ones it was started with ('' when none do):
+    'note: resuming with settings that differ from the run's: adv_ramp 500 → 2000'. A resume takes the new ones,
+    which is how a learning rate is lowered on purpose; a default that differs from the run's would re-shape its
+    schedule unnoticed, so the trainers say it."""
+    changed = ", ".join(f"{k} {saved[k]} → {now[k]}" for k in sorted(now)
+                        if k not in ignore and k in saved and saved[k] != now[k])
+    return f"note: resuming with settings that differ from the run's: {changed}" if changed else ""
 
 
 class CsvLog:
