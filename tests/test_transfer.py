@@ -83,6 +83,29 @@ def test_transfer_keeps_the_person_and_everything_outside_the_face(kit, photos):
             assert kept > 0.85 * min(1.0, own) and pasted < kept - 0.25, (name, kept, pasted, own)
 
 
+def test_a_colour_edit_reaches_the_whole_face_whatever_the_renders_exposure(photos):
+    """An inverted face rarely has the photo's exposure. Renders of the photo's own face at 60% of its brightness,
+    the "after" one warmer by +10 red / -10 blue: the photo's face takes that change everywhere, its pale skin too
+    (levels the dim render does not have; looked up by raw brightness they took no change, or a few pixels' fit)."""
+    from engine.edit.transfer import EditTransfer
+    from engine.faces.warp import warp_quad
+
+    for pe in photos.values():
+        aligned, n = pe.faces[0].aligned, 256
+        before = np.clip(warp_quad(pe.rgb, aligned.quad, 64).astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
+        after = np.clip(before + np.array([10.0, 0.0, -10.0]), 0, 255).astype(np.uint8)
+        out = EditTransfer()(pe.rgb, aligned, before, after)
+        crop = warp_quad(pe.rgb, aligned.quad, n).astype(np.float32)
+        # Blurred: the mesh may see a pixel's worth of motion between the two renders; this measures colour.
+        change = cv2.GaussianBlur(warp_quad(out, aligned.quad, n).astype(np.float32) - crop, (0, 0), 4)
+        box = (slice(int(0.35 * n), int(0.75 * n)), slice(int(0.3 * n), int(0.7 * n)))  # eyes to mouth
+        change, crop = change[box], crop[box]
+        red, blue = change[..., 0][crop[..., 0] < 235], change[..., 2][crop[..., 2] > 20]  # room to move
+        assert 8.5 < red.mean() < 11.5 and np.percentile(red, 5) > 6, (red.mean(), np.percentile(red, 5))
+        assert -11.5 < blue.mean() < -8.5 and np.percentile(blue, 95) < -6, (blue.mean(), np.percentile(blue, 95))
+        assert np.abs(change[..., 1]).mean() < 1.5
+
+
 def test_geometric_edit_moves_landmarks_like_the_regenerated_face(kit, photos):
     """Head turn measured with MediaPipe on the output photo: the way the slider turns heads (its measured effect on
     held-out faces), visibly, and where the regenerated face turns clearly (by 2° or more), the same way and at

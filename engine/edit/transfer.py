@@ -18,6 +18,11 @@ between two renders of the same inverted codes: `before` = G(w) and `after` = G(
    spatial-only blend; and the generator's texture, the part that would replace the person, never enters. Colour
    changes are further kept on the person (MediaPipe's selfie segmentation of the photo's own crop), so the
    background beside the hair is never tinted.
+   An inverted face rarely has the photo's exposure (a pale cheek in the photo is a mid-tone in the render), so
+   brightness is compared by rank, not by value: the photo's luminance is mapped onto the render's by matching their
+   distributions over the head, and each photo pixel takes the change its render counterpart got (the fit evaluated
+   at that counterpart's value, in the photo's own hue). Looked up by raw value, a bright cheek landed on levels
+   the render barely has, whose few-pixel fits printed as green or yellow blotches.
 3. The field and the residual, defined on the aligned crop, are resampled at every photo pixel the crop covers
    (through the inverse of the alignment transform) and applied to the original pixels at full resolution. Both
    fade to exactly zero at the region's feathered edge, so there is no seam and pixels outside stay bit for bit.
@@ -60,6 +65,7 @@ class TransferSettings:
     grid_cells: int = 16  # bilateral grid: spatial cells across the crop ...
     grid_levels: int = 8  # ... and luminance levels
     colour_eps: float = 12.0  # regularisation of the gain (0..255 units): flat cells get an offset, not a gain
+    colour_prior: float = 0.05  # weight (a share of a cell's pixels) of the cell's all-levels fit in each level's fit
     max_colour: float = 48.0  # soft limit (0..255 units) of the colour change at any pixel
     # Where the edit may act: an ellipse around the head (crop units), wider than paste-back's face ellipse so that
     # hair and hats change too, feathered over `feather`.
@@ -108,6 +114,19 @@ class BeforeMesh:
     points: np.ndarray | None
 
 
+@dataclass
+class ColourField:
+    """The appearance part of an edit: the bilateral grid [cells, cells, levels, 6] of gain (3) and offset (3, in
+    0..255 units), and the render's luminance quantiles over the head (what the photo's brightness is matched to)."""
+
+    grid: np.ndarray
+    quantiles: np.ndarray
+
+    def blend(self, prev: ColourField, k: float) -> ColourField:
+        """`k` of `prev` and the rest of this one (both parts are blended; quantiles stay increasing)."""
+        return ColourField(k * prev.grid + (1 - k) * self.grid, k * prev.quantiles + (1 - k) * self.quantiles)
+
+
 class EditTransfer:
     """Carries `before → after` (two renders of the aligned face) over to the photo. Reuse one instance per video:
     with `settings.temporal > 0` it blends each frame's field with the previous one's, which removes the flicker that
@@ -126,7 +145,7 @@ class EditTransfer:
         u, v = _grid(max(n // 2, 1))
         self._region_half = _ellipse(u, v, self.s.region_center, self.s.region_radii, self.s.feather)
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._prev: tuple[np.ndarray, ColourField] | None = None
 
     def reset(self) -> None:
         """Forget the previous frame (a cut, or the face left the picture)."""
@@ -139,10 +158,10 @@ class EditTransfer:
         self._meshes = False
 
     # -- in the aligned crop -----------------------------------------------------------------------------------------
-    def fields(self, before: np.ndarray, after: np.ndarray, before_mesh=None) -> tuple[np.ndarray, np.ndarray]:
-        """(motion [n, n, 2] in crop pixels of the working size n, colour [n, n, 6]: gain (3) and offset (3, in
-        0..255 units)). Output pixel x takes the photo's content p from x + motion(x) and becomes
-        p + gain(x)·p + offset(x)."""
+    def fields(self, before: np.ndarray, after: np.ndarray, before_mesh=None) -> tuple[np.ndarray, ColourField]:
+        """(motion [n, n, 2] in crop pixels of the working size n, the colour field). Output pixel x takes the
+        photo's content p from x + motion(x) and becomes p plus the change the colour field gives p's brightness
+        (matched to the render's) at x."""
         s, n = self.s, self.s.flow_size
         a, b = _as_float(before, n), _as_float(after, n)
         ga, gb = _gray(a), _gray(b)
@@ -179,13 +198,14 @@ class EditTransfer:
         # generator's rendition, not a colour change of what the photo shows.
         seg = self._segmenter_or_shared()
         same = 1.0 - np.abs(seg(np.clip(moved, 0, 255).astype(np.uint8)) - seg(np.clip(b, 0, 255).astype(np.uint8)))
-        colour = self._colour_change(moved, b, consistent * same * same)
+        colour = ColourField(self._colour_change(moved, b, consistent * same * same),
+                             _quantiles(_luma(moved), self._head))
         if s.temporal > 0 and self._prev is not None:
             k = float(s.temporal)
             flow = k * self._prev[0] + (1 - k) * flow
-            colour = k * self._prev[1] + (1 - k) * colour
+            colour = colour.blend(self._prev[1], k)
         self._prev = (flow, colour)
-        return flow.astype(np.float32), colour.astype(np.float32)
+        return flow.astype(np.float32), colour
 
     def mesh_before(self, before: np.ndarray) -> BeforeMesh:
         """The face mesh of the unedited render, for `fields(..., before_mesh=)`: the webcam finds it on another
@@ -266,6 +286,10 @@ class EditTransfer:
             grid[:, :, k] = cv2.resize(stats * tent, (c, c), interpolation=cv2.INTER_AREA)
         for axis in range(3):
             grid = _blur_axis(grid, axis)
+        # Shrinkage: each level's statistics get `colour_prior` worth of the whole cell's (all levels pooled), so a
+        # level the render barely has in a cell takes the cell's fit instead of a few pixels' extrapolated one.
+        pooled = grid.sum(axis=2, keepdims=True)
+        grid = grid + float(s.colour_prior) * pooled / np.maximum(pooled[..., :1], 1e-6)
         wt = np.maximum(grid[..., :1], 1e-6)
         ma, md = grid[..., 1:4] / wt, grid[..., 4:7] / wt
         var = np.maximum(grid[..., 7:10] / wt - ma * ma, 0.0)
@@ -305,7 +329,7 @@ class EditTransfer:
         # Soft by about a hair strand's width at this scale: the cut follows the hair without a visible edge.
         return cv2.GaussianBlur(mask, (0, 0), 0.008 * n)
 
-    def apply(self, photo: np.ndarray, aligned: AlignedFace, flow: np.ndarray, colour: np.ndarray,
+    def apply(self, photo: np.ndarray, aligned: AlignedFace, flow: np.ndarray, colour: ColourField,
               person: np.ndarray | None = None) -> np.ndarray:
         s, n = self.s, self.s.flow_size
         h, w = photo.shape[:2]
@@ -351,9 +375,11 @@ class EditTransfer:
         return out
 
 
-    def _slice(self, grid: np.ndarray, photo: np.ndarray, quad: np.ndarray, flow: np.ndarray, cx: np.ndarray,
+    def _slice(self, colour: ColourField, photo: np.ndarray, quad: np.ndarray, flow: np.ndarray, cx: np.ndarray,
                cy: np.ndarray) -> np.ndarray:
-        """Each photo pixel's (gain, offset) from the grid: bilinear in position, linear in its luminance.
+        """Each photo pixel's (gain, offset) from the grid: bilinear in position, linear in its luminance matched
+        to the render's. The gain returned applies to the photo's own value: it is the grid's gain scaled by the
+        ratio of the render counterpart's brightness to the pixel's, so the change is the one that counterpart got.
 
         Slicing happens on the crop at about the face's own resolution in the photo (at most 1024 px): the grid is
         upsampled per luminance level, each crop pixel picks the two levels around the brightness of what the motion
@@ -369,7 +395,14 @@ class EditTransfer:
             f = cv2.resize(flow, (res, res), interpolation=cv2.INTER_LINEAR) * (res / n)
             xs, ys = np.meshgrid(np.arange(res, dtype=np.float32), np.arange(res, dtype=np.float32))
             crop = cv2.remap(crop, xs + f[..., 0], ys + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        level = np.clip(_luma(crop) / 255.0 * (z - 1), 0, z - 1).astype(np.float32)
+        lum = np.clip(_luma(crop), 0.0, 255.0)
+        half = lum[::2, ::2]
+        head = cv2.resize(self._head, half.shape[::-1], interpolation=cv2.INTER_AREA)
+        # The matching curve tabulated at quarter levels (a gather, not a per-pixel search: 0.5 ms, not 10).
+        table = np.interp(np.arange(1021, dtype=np.float32) / 4.0, _quantiles(half, head), colour.quantiles)
+        matched = np.take(table.astype(np.float32), (lum * 4.0 + 0.5).astype(np.int32))
+        level = np.clip(matched / 255.0 * (z - 1), 0, z - 1).astype(np.float32)
+        grid = colour.grid
         # Linear in luminance as a sum of tents over the levels (two are non-zero per pixel): no [z, res, res, 6]
         # stack and no gather, and levels no pixel reaches are never upsampled (a third of the webcam's transfer).
         change = np.zeros((res, res, 6), np.float32)
@@ -379,6 +412,8 @@ class EditTransfer:
                 continue
             up = cv2.resize(np.ascontiguousarray(grid[:, :, k]), (res, res), interpolation=cv2.INTER_LINEAR)
             change += up * w[..., None]
+        # Bounded: a near-black photo pixel matched to a mid-tone would otherwise take a many-fold gain.
+        change[..., :3] *= np.clip((matched + 1.0) / (lum + 1.0), 0.25, 4.0)[..., None]
         # Working-size crop coordinates → this crop's pixels.
         k = res / n
         rx, ry = ((cx + 0.5) * k - 0.5).astype(np.float32), ((cy + 0.5) * k - 0.5).astype(np.float32)
@@ -397,6 +432,19 @@ def _fold_free(flow: np.ndarray, steps: int = 6) -> np.ndarray:
     for _ in range(steps):
         f = f + cv2.remap(f, xs + f[..., 0], ys + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return f
+
+
+def _quantiles(lum: np.ndarray, mask: np.ndarray, count: int = 33) -> np.ndarray:
+    """`count` evenly spaced quantiles (0..255, strictly increasing) of the luminance where `mask` > 0.5, from a
+    256-bin histogram (a sort of a megapixel crop would cost a webcam frame's budget)."""
+    m = mask > 0.5
+    hist = np.bincount(np.clip(np.rint(lum[m]), 0, 255).astype(np.int64), minlength=256).astype(np.float64)
+    if hist.sum() <= 0:
+        return np.linspace(0.0, 255.0, count)
+    cdf = np.concatenate([[0.0], np.cumsum(hist) / hist.sum()])
+    # Bin k covers values k - 0.5 .. k + 0.5; the ramp keeps ties (flat histograms' gaps) from stalling np.interp.
+    q = np.interp(np.linspace(0.0, 1.0, count), cdf, np.arange(257) - 0.5)
+    return np.clip(q, 0.0, 255.0) + np.linspace(0.0, 1e-3, count)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
