@@ -385,6 +385,11 @@ def test_fid_curve_over_a_runs_snapshots(tmp_path, monkeypatch, capsys):
     # The same file three times: the same FID three times (the same seeds and source samples, features cached).
     fids = [row["fid"] for row in r["rows"]]
     assert len(fids) == 3 and np.isfinite(fids[0]) and fids[0] > 0 and max(fids) - min(fids) < 1e-6
+    # Steps come from each model's own record: a teacher's training steps, a student's distillation step.
+    assert [row["step"] for row in r["rows"]] == [engine.load_teacher().cfg.info["steps"]] * 3
+    student = engine.load_generator().cfg.info
+    assert fid_curve.training_step(student, run / "student_000500.safetensors") == student["distill"]["step"]
+    assert fid_curve.training_step({}, run / "student_000500.safetensors") == 500
     assert "best: teacher_002000.safetensors" in capsys.readouterr().out
     assert cv2.imread(str(run / "fid.png")).shape == (420, 720, 3)
     assert fid_curve.main([str(tmp_path / "cache")]) == 1  # no snapshots: one line

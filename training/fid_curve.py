@@ -35,6 +35,16 @@ def snapshots(run: Path) -> list[Path]:
     return found + finals
 
 
+def training_step(info: dict, path: Path) -> int | None:
+    """The step a model was saved at: the teacher's `steps`, a student's `distill.step`, else its file name's."""
+    distill = info.get("distill")
+    step = info.get("steps", distill.get("step") if isinstance(distill, dict) else None)
+    if isinstance(step, int):
+        return step
+    named = SNAPSHOT.match(Path(path).name)
+    return int(named["step"]) if named else None
+
+
 def fid_curve(paths: list[Path], samples: int = 2000, seed: int = 0, progress: bool = True) -> list[dict]:
     from engine.io.checkpoints import load_generator
     from engine.metrics.evaluate import DATA_SEED0, FeatureCache, default_cache_dir, evaluate
@@ -50,7 +60,7 @@ def fid_curve(paths: list[Path], samples: int = 2000, seed: int = 0, progress: b
             raise UserError(f"{path.name} is {G.resolution} px, the recipe's source {source.resolution} px")
         result = evaluate(None, G, data, samples=samples, seed=seed, cache=cache, progress=progress,
                           log=lambda *_: None)
-        step = G.cfg.info.get("steps")
+        step = training_step(G.cfg.info, path)
         rows.append({"file": str(path), "step": step, "fid": float(result["fid"]["teacher_vs_data"])})
         print(f"{path.name}: step {step}, FID {rows[-1]['fid']:.2f}", flush=True)
     return rows
