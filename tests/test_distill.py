@@ -133,7 +133,8 @@ def _assert_same(a, b, path=""):
 
 def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_path, capsys):
     # Adversarial from step 1 against the fixture photos, R1 every 2 steps: every piece of state is exercised.
-    kw = dict(steps=6, adv_weight=0.1, adv_start=1, adv_ramp=2, d_reg_every=2, data=str(IMAGES), lr=5e-3)
+    kw = dict(steps=6, adv_weight=0.1, adv_start=1, adv_ramp=2, d_reg_every=2, data=str(IMAGES), lr=5e-3,
+              keep_every=3)
     straight = Distiller(tiny(tmp_path / "straight", **kw))
     assert straight.run() == "done"
 
@@ -157,6 +158,16 @@ def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_
     assert w_space_id(G) == w_space_id(resumed.teacher)
     ws = resumed.sample_ws[:2].cpu()
     torch.testing.assert_close(G.synthesis(ws), resumed.ema.synthesis(ws), rtol=0, atol=1e-6)
+    # Kept snapshots (keep_every=3), one on each side of the pause; the last is the exported student, and the FID
+    # curve reads each one's step from its distillation record.
+    from training.fid_curve import training_step
+
+    kept = sorted((tmp_path / "split").glob("student_*.safetensors"))
+    assert [p.name for p in kept] == ["student_000003.safetensors", "student_000006.safetensors"]
+    early, last = (load_generator(p) for p in kept)
+    assert [training_step(g.cfg.info, p) for g, p in zip((early, last), kept)] == [3, 6]
+    torch.testing.assert_close(last.synthesis(ws), G.synthesis(ws), rtol=0, atol=0)
+    assert not torch.equal(early.synthesis(ws), G.synthesis(ws))
     saved = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert saved["step"] == 6 and saved["data"] == {"taken": 5}
 

@@ -41,6 +41,7 @@ _FLAGS: dict[str, tuple] = {
     "--log-every": (int, "steps per losses.csv row"),
     "--sample-every": (int, "steps between sample grids"),
     "--ckpt-every": (int, "steps between checkpoints"),
+    "--keep-every": (int, "also keep the EMA student as student_STEP.safetensors every N steps (0 = only the last)"),
     "--eval-every": (int, "steps between evaluations, 0 = off"),
     "--eval-count": (int, "fixed latents for perceptual distance and PSNR"),
     "--fd-count": (int, "samples for FD-MobileNetV2 (a quick proxy, not FID: main.py eval gives FID) against the "

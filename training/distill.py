@@ -61,7 +61,7 @@ SAMPLE_SEED0, EVAL_SEED0, FD_SEED0 = 0, 100_000, 200_000
 
 # Settings a resumed run may change without changing what it trains: where it runs, how long, what it writes.
 _BOOKKEEPING = {"out", "steps", "device", "workers", "progress", "log_every", "sample_every", "sample_count",
-                "ckpt_every", "eval_every", "eval_count", "fd_count"}
+                "ckpt_every", "keep_every", "eval_every", "eval_count", "fd_count"}
 
 
 class NonFiniteLossError(UserError):
@@ -117,6 +117,8 @@ class DistillConfig:
     sample_every: int = 1000  # a sample grid (teacher | student | heads) in samples/
     sample_count: int = 8
     ckpt_every: int = 1000
+    keep_every: int = 0  # also keep the EMA student as student_<step>.safetensors every N steps (0: only the last),
+    #                      to pick the best by FID afterwards (python -m training.fid_curve)
     eval_every: int = 5000  # 0: no periodic evaluation
     eval_count: int = 64  # fixed latents for perceptual distance and PSNR against the teacher
     fd_count: int = 1000  # samples for FD-MobileNetV2 against teacher samples; 0: skip it
@@ -165,7 +167,7 @@ class DistillConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("adv_weight", "perceptual_weight", "l1_weight", "grad_clip", "adv_start", "adv_ramp",
-                     "eval_every", "eval_count", "fd_count"):
+                     "eval_every", "eval_count", "fd_count", "keep_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
@@ -589,6 +591,8 @@ class Distiller:
             self.plot()
         if cfg.eval_every and s % cfg.eval_every == 0 and self.env.is_main:
             self.log_eval(self.evaluate())
+        if cfg.keep_every and s % cfg.keep_every == 0 and self.env.is_main:
+            self.export(self.out / f"student_{s:06d}.safetensors")
         if s % cfg.ckpt_every == 0 and s < cfg.steps:
             self.save_checkpoint()
 

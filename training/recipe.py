@@ -282,6 +282,7 @@ def distill_student(args) -> int:
         adv_ramp=args.adv_ramp,
         sample_every=args.save_every,
         ckpt_every=args.save_every,
+        keep_every=args.keep_every,
         eval_every=args.save_every * 4,
         device=args.device,
     )
@@ -534,6 +535,7 @@ def main(argv=None) -> int:
     st.add_argument("--adv-start", type=int, default=4000)
     st.add_argument("--adv-ramp", type=int, default=2000)
     st.add_argument("--save-every", type=int, default=250)
+    st.add_argument("--keep-every", type=int, default=0, help="also keep student_STEP.safetensors every N steps")
     st.add_argument("--threads", type=int, default=None)
     st.add_argument("--device", default="auto")
     st.set_defaults(fn=distill_student)
