@@ -280,6 +280,7 @@ def distill_student(args) -> int:
         batch=args.batch,
         adv_start=args.adv_start,
         adv_ramp=args.adv_ramp,
+        adv_weight=args.adv_weight,
         sample_every=args.save_every,
         ckpt_every=args.save_every,
         keep_every=args.keep_every,
@@ -534,6 +535,7 @@ def main(argv=None) -> int:
     st.add_argument("--init", default=None, help="start the student's synthesis from this earlier student")
     st.add_argument("--adv-start", type=int, default=4000)
     st.add_argument("--adv-ramp", type=int, default=2000)
+    st.add_argument("--adv-weight", type=float, default=0.05, help="weight of the adversarial term against the source")
     st.add_argument("--save-every", type=int, default=250)
     st.add_argument("--keep-every", type=int, default=0, help="also keep student_STEP.safetensors every N steps")
     st.add_argument("--threads", type=int, default=None)
