@@ -209,8 +209,9 @@ class EditTransfer:
         # gains that flattened the photo's skin on a large nod (to 83% of its detail, against the render's 107%).
         mis = ((dis - flow) ** 2).sum(axis=2)
         fit = consistent * same * same * np.exp(-mis / (s.fit_misalign * n) ** 2)
-        colour = ColourField(self._colour_change(moved, b, fit, self._gain_floor(moved, b)),
-                             _quantiles(_luma(moved), self._head))
+        lum = _luma(moved)
+        colour = ColourField(self._colour_change(moved, b, fit, self._gain_floor(lum, _luma(b))),
+                             _quantiles(lum, self._head))
         if s.temporal > 0 and self._prev is not None:
             k = float(s.temporal)
             flow = k * self._prev[0] + (1 - k) * flow
@@ -273,25 +274,24 @@ class EditTransfer:
         flow = (inside * fine + (1 - inside) * coarse * reach) * self._region[..., None]
         return _fold_free(flow)
 
-    def _gain_floor(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _gain_floor(self, lum_a: np.ndarray, lum_b: np.ndarray) -> np.ndarray:
         """[cells, cells]: the lowest gain each grid cell may take, from the renders' own change of fine detail there
         (RMS of the luminance minus its blur): 0 where the edit keeps or adds detail, -0.3 where it loses 30%. A fit
         over content the motion left a little out of place finds the residual anti-correlated with the content, which
         reads as lost contrast; the photo's detail may fall as far as the render's, and no further."""
         c = self.s.grid_cells
         energy = []
-        for x in (a, b):
-            y = _luma(x)
+        for y in (lum_a, lum_b):
             hp = y - cv2.GaussianBlur(y, (0, 0), 2.0)
             energy.append(cv2.resize(hp * hp * self._region, (c, c), interpolation=cv2.INTER_AREA).astype(np.float64))
         ea, eb = (_blur_axis(_blur_axis(e, 0), 1) for e in energy)
         return np.minimum(np.sqrt((eb + 1.0) / (ea + 1.0)) - 1.0, 0.0)
 
-    def _colour_change(self, a: np.ndarray, b: np.ndarray, weight: np.ndarray,
-                       floor: np.ndarray | None = None) -> np.ndarray:
+    def _colour_change(self, a: np.ndarray, b: np.ndarray, weight: np.ndarray, floor: np.ndarray) -> np.ndarray:
         """The bilateral grid [cells, cells, levels, 6]: per cell, gain (3) and offset (3) of the per-channel fit
         b - a ≈ gain·a + offset over the render pixels splatted into it (trilinear weights), the statistics
-        blurred over neighbouring cells first so that sparse cells borrow from their neighbours."""
+        blurred over neighbouring cells first so that sparse cells borrow from their neighbours; gains no lower than
+        `floor` [cells, cells] (`_gain_floor`)."""
         s = self.s
         c, z = s.grid_cells, s.grid_levels
         # The grid's cells are 16 working pixels wide: its statistics gathered from a half-size copy differ by about
@@ -321,8 +321,7 @@ class EditTransfer:
         var = np.maximum(grid[..., 7:10] / wt - ma * ma, 0.0)
         cov = grid[..., 10:13] / wt - ma * md
         gain = cov / (var + float(s.colour_eps) ** 2)
-        if floor is not None:
-            gain = np.maximum(gain, floor[:, :, None, None])
+        gain = np.maximum(gain, floor[:, :, None, None])
         offset = md - gain * ma
         return np.concatenate([gain, offset], axis=3).astype(np.float32)
 
