@@ -85,8 +85,13 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
     cv2.rectangle(img, (m, m), (w - m, h - m), grey, 1)
     for y in np.linspace(y0, y1, 5):
         cv2.putText(img, f"{y:.1f}", (8, at(x0, y)[1] + 5), font, 0.45, grey, 1, cv2.LINE_AA)
-    for x in xs:
-        cv2.putText(img, f"{int(x)}", (at(x, y0)[0] - 18, h - m + 20), font, 0.45, grey, 1, cv2.LINE_AA)
+    last = -10**9
+    for x in np.sort(xs):
+        px = at(x, y0)[0]
+        if px - last < 44:  # close snapshots: a label that would overprint its neighbour is left out
+            continue
+        cv2.putText(img, f"{int(x)}", (px - 18, h - m + 20), font, 0.45, grey, 1, cv2.LINE_AA)
+        last = px
     order = np.argsort(xs)
     line = np.array([at(xs[i], ys[i]) for i in order], np.int32)
     cv2.polylines(img, [line], False, (200, 90, 30), 2, cv2.LINE_AA)
