@@ -173,10 +173,16 @@ def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_
 
     # Resumed for longer with another ramp and lr: it goes on, and names what changed (and not the step count).
     capsys.readouterr()
-    Distiller(tiny(tmp_path / "split", **{**kw, "steps": 8, "adv_ramp": 4, "lr": 1e-3}), resume=True)
+    longer = Distiller(tiny(tmp_path / "split", **{**kw, "steps": 8, "adv_ramp": 4, "lr": 1e-3, "d_lr": 4e-3}),
+                       resume=True)
     out = capsys.readouterr().out
-    assert "note: resuming with settings that differ from the run's: adv_ramp 2 → 4, lr 0.005 → 0.001" in out
-    assert "steps" not in out
+    assert "note: resuming with settings that differ from the run's: adv_ramp 2 → 4, d_lr" in out
+    assert "lr 0.005 → 0.001" in out and "steps" not in out
+    # ... and trains at the new rates: the optimisers' saved state carries the old ones, which must not win.
+    c = longer.cfg.d_reg_every / (longer.cfg.d_reg_every + 1)
+    assert {g["lr"] for g in longer.opt_G.param_groups} == {1e-3}
+    assert [g["lr"] for g in longer.opt_D.param_groups] == [pytest.approx(4e-3 * c)]
+    assert longer.opt_G.state_dict()["state"], "the moments were restored"
 
 
 def test_resume_after_kill_9_continues_at_the_checkpoint(tmp_path):

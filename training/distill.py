@@ -197,6 +197,11 @@ class _DiscriminatorPhases(nn.Module):
         return self.D(fake), self.D(real)
 
 
+def _set_hyper(opt: torch.optim.Optimizer, lr: float, betas: tuple[float, float]) -> None:
+    for group in opt.param_groups:
+        group["lr"], group["betas"] = lr, tuple(betas)
+
+
 def _copy_noise_from_teacher(student: Generator, teacher: Generator) -> None:
     """Give the student the teacher's fixed noise maps at the matching layers (same sizes): its noise strengths start
     at zero and can then learn to use the noise the teacher's images were rendered with."""
@@ -673,6 +678,9 @@ class Distiller:
         self.student.load_state_dict(state["student"])
         self.ema.load_state_dict(state["ema"])
         self.opt_G.load_state_dict(state["opt_G"])
+        # An optimiser's state carries the learning rate it was saved with; a resume with a lowered --lr must train at
+        # the lowered one (resume_note above promised it), so this run's settings win over the saved ones.
+        _set_hyper(self.opt_G, self.cfg.lr, self.cfg.betas)
         self.scaler_G.load_state_dict(state["scaler_G"])
         if self.D is not None:
             if state.get("D") is not None:
@@ -683,6 +691,8 @@ class Distiller:
                                                   betas=tuple(b**c for b in self.cfg.d_betas), eps=1e-8)
                 self.D.load_state_dict(state["D"])
                 self.opt_D.load_state_dict(state["opt_D"])
+                c = self.cfg.d_reg_every / (self.cfg.d_reg_every + 1)
+                _set_hyper(self.opt_D, self.cfg.d_lr * c, tuple(b**c for b in self.cfg.d_betas))
                 self.scaler_D.load_state_dict(state["scaler_D"])
                 self.d_origin = f"discriminator: from the checkpoint ({self.D.cfg.source} at first)"
             if hasattr(self.reals, "load_state_dict") and state.get("data"):

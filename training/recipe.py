@@ -281,6 +281,9 @@ def distill_student(args) -> int:
         adv_start=args.adv_start,
         adv_ramp=args.adv_ramp,
         adv_weight=args.adv_weight,
+        lr=args.lr,
+        d_lr=args.d_lr,
+        ema_kimg=args.ema_kimg,
         sample_every=args.save_every,
         ckpt_every=args.save_every,
         keep_every=args.keep_every,
@@ -536,6 +539,10 @@ def main(argv=None) -> int:
     st.add_argument("--adv-start", type=int, default=4000)
     st.add_argument("--adv-ramp", type=int, default=2000)
     st.add_argument("--adv-weight", type=float, default=0.05, help="weight of the adversarial term against the source")
+    st.add_argument("--lr", type=float, default=2e-3, help="student learning rate (a resume takes a changed one)")
+    st.add_argument("--d-lr", type=float, default=2e-3, help="discriminator learning rate")
+    st.add_argument("--ema-kimg", type=float, default=10.0,
+                    help="half-life of the exported EMA student, in thousands of images")
     st.add_argument("--save-every", type=int, default=250)
     st.add_argument("--keep-every", type=int, default=0, help="also keep student_STEP.safetensors every N steps")
     st.add_argument("--threads", type=int, default=None)
