@@ -256,9 +256,14 @@ def test_train_encoder_cli_checkpoints_resume_and_photos(tmp_path, nvidia_pkl):
     assert r.returncode == 1 and "--resume" in r.stderr  # never overwrites a run silently
 
     r = run_main("train-encoder", "--model", nvidia_pkl, "--out", out, "--batch", "2", "--steps", "3", "--resume",
-                 "--data", photos)
+                 "--data", photos, "--lr", "5e-4")
     assert r.returncode == 0, r.stderr
     assert "resuming at step 2" in r.stdout
+    # A lowered --lr is taken (and said), although the saved optimiser carries the old one; the rest stays the run's.
+    assert "differ from the run's: backbone_lr 0.0001 → 5e-05, lr 0.001 → 0.0005" in r.stdout
+    saved = torch.load(out.with_name("enc.train.pt"), weights_only=True)
+    assert [g["lr"] for g in saved["optimizer"]["param_groups"]] == [5e-4, 5e-5]
+    assert saved["train_config"]["eval_samples"] == 2
     E = load_encoder(out)
     assert E.cfg.info["steps"] == 3 and E.cfg.input_size == 64 and E.cfg.hidden == 16
 

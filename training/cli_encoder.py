@@ -29,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--input-size", type=int, default=None,
                    help="encoder input size (default: the resolution, clamped to 128..256)")
     p.add_argument("--hidden", type=int, default=None, help="width of each head's hidden layer (default 256)")
-    p.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-3; backbone 1/10 of it)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="head learning rate (default 1e-3; backbone 1/10 of it); a resume takes a given one")
     p.add_argument("--latent-weight", type=float, default=None)
     p.add_argument("--pixel-weight", type=float, default=None)
     p.add_argument("--perceptual-weight", type=float, default=None)
@@ -50,16 +51,19 @@ def run(args) -> int:
     if args.eval_samples < 1:
         raise UserError("--eval-samples must be positive")
     cfg = EncoderTrainConfig(batch=args.batch, seed=args.seed, eval_samples=args.eval_samples)
+    changes = {}  # the settings given on this command line: a resumed run takes these and keeps the rest of its own
     if args.lr is not None:
         if args.lr <= 0:
             raise UserError("--lr must be positive")
-        cfg.lr, cfg.backbone_lr = args.lr, args.lr / 10
+        changes.update(lr=args.lr, backbone_lr=args.lr / 10)
     for name in ("latent_weight", "pixel_weight", "perceptual_weight"):
         value = getattr(args, name)
         if value is not None:
             if value < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
-            setattr(cfg, name, value)
+            changes[name] = value
+    for name, value in changes.items():
+        setattr(cfg, name, value)
     if args.input_size is not None and not 32 <= args.input_size <= 1024:
         raise UserError("--input-size must be between 32 and 1024")
     if args.aligned and args.data is None:
@@ -83,7 +87,8 @@ def run(args) -> int:
             checkpoint_every=args.checkpoint_every,
             input_size=args.input_size,
             hidden=args.hidden,
-            cfg=cfg,
+            cfg=None if args.resume else cfg,
+            changes=changes,
             init=args.init,
         )
     except KeyboardInterrupt:  # the recipe resumes by itself; this command needs the flag

@@ -37,6 +37,7 @@ from engine.io.checkpoints import atomic_write
 from engine.io.latents import w_space_id
 from engine.models.encoder import Encoder, EncoderConfig, build_encoder, save_encoder
 from engine.models.perceptual import PerceptualLoss
+from training.runlog import resume_note
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STATE_SUFFIX = ".train.pt"
@@ -298,6 +299,9 @@ class EncoderTrainer:
     def load_state_dict(self, state: dict) -> None:
         self.E.load_state_dict(state["encoder"])
         self.opt.load_state_dict(state["optimizer"])
+        # The saved optimiser carries the rates it was saved with; this run's (a resume's --lr) must win.
+        for group, lr in zip(self.opt.param_groups, (self.cfg.lr, self.cfg.backbone_lr)):
+            group["lr"] = lr
         self.gen.set_state(state["rng"])
         self.step_count = int(state["step"])
 
@@ -368,6 +372,7 @@ def train_encoder(
     progress: bool = True,
     log=print,
     init=None,  # new runs only: start from this encoder file's weights (e.g. one made for an earlier G snapshot)
+    changes: dict | None = None,  # resumed runs: settings that replace the run's own (e.g. a lowered lr)
 ) -> tuple[Encoder, dict]:
     """Train (or continue training) an encoder for G; returns the encoder and the last evaluation."""
     out = Path(out)
@@ -383,6 +388,11 @@ def train_encoder(
         if state["encoder_config"].get("w_space_id") != w_space_id(G):
             raise UserError(f"{spath.name} was trained for another model (another W space); resume with that model")
         cfg = EncoderTrainConfig.from_dict(state["train_config"])
+        if changes:
+            note = resume_note(dataclasses.asdict(cfg), {**dataclasses.asdict(cfg), **changes})
+            if note:
+                log(note)
+            cfg = EncoderTrainConfig.from_dict({**dataclasses.asdict(cfg), **changes})
         if batch != cfg.batch:
             log(f"note: batch {batch} (the run started with {cfg.batch})")
             cfg.batch = batch
