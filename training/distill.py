@@ -197,6 +197,13 @@ class _DiscriminatorPhases(nn.Module):
         return self.D(fake), self.D(real)
 
 
+def _d_hyper(cfg: DistillConfig) -> dict:
+    """The discriminator's Adam lr and betas. Lazy regularisation: scaled so that the regularised optimiser matches
+    the unlazy one."""
+    c = cfg.d_reg_every / (cfg.d_reg_every + 1)
+    return {"lr": cfg.d_lr * c, "betas": tuple(b**c for b in cfg.d_betas)}
+
+
 def _set_hyper(opt: torch.optim.Optimizer, lr: float, betas: tuple[float, float]) -> None:
     for group in opt.param_groups:
         group["lr"], group["betas"] = lr, tuple(betas)
@@ -296,10 +303,7 @@ class Distiller:
             d_channels = {r: max(1, min(c, cfg.d_channel_base // r, 512)) for r, c in t_cfg.channels.items()}
             self.D, self.d_origin = discriminator_for_teacher(extras, self.resolution, d_channels, t_cfg.img_channels)
             self.D.to(self.device)
-            # Lazy regularisation: scale lr and betas so that the regularised optimiser matches the unlazy one.
-            c = cfg.d_reg_every / (cfg.d_reg_every + 1)
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr * c,
-                                          betas=tuple(b**c for b in cfg.d_betas), eps=1e-8)
+            self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(cfg), eps=1e-8)
             self.r1_gamma = cfg.r1_gamma if cfg.r1_gamma is not None else 0.0002 * self.resolution**2 / cfg.batch
         del t_state, extras
 
@@ -680,19 +684,16 @@ class Distiller:
         self.opt_G.load_state_dict(state["opt_G"])
         # An optimiser's state carries the learning rate it was saved with; a resume with a lowered --lr must train at
         # the lowered one (resume_note above promised it), so this run's settings win over the saved ones.
-        _set_hyper(self.opt_G, self.cfg.lr, self.cfg.betas)
+        _set_hyper(self.opt_G, lr=self.cfg.lr, betas=self.cfg.betas)
         self.scaler_G.load_state_dict(state["scaler_G"])
         if self.D is not None:
             if state.get("D") is not None:
                 if DiscriminatorConfig(**state["D_config"]).to_dict() != self.D.cfg.to_dict():
                     self.D = Discriminator(DiscriminatorConfig(**state["D_config"])).to(self.device)
-                    c = self.cfg.d_reg_every / (self.cfg.d_reg_every + 1)
-                    self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.cfg.d_lr * c,
-                                                  betas=tuple(b**c for b in self.cfg.d_betas), eps=1e-8)
+                    self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(self.cfg), eps=1e-8)
                 self.D.load_state_dict(state["D"])
                 self.opt_D.load_state_dict(state["opt_D"])
-                c = self.cfg.d_reg_every / (self.cfg.d_reg_every + 1)
-                _set_hyper(self.opt_D, self.cfg.d_lr * c, tuple(b**c for b in self.cfg.d_betas))
+                _set_hyper(self.opt_D, **_d_hyper(self.cfg))
                 self.scaler_D.load_state_dict(state["scaler_D"])
                 self.d_origin = f"discriminator: from the checkpoint ({self.D.cfg.source} at first)"
             if hasattr(self.reals, "load_state_dict") and state.get("data"):

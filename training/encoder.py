@@ -389,10 +389,11 @@ def train_encoder(
             raise UserError(f"{spath.name} was trained for another model (another W space); resume with that model")
         cfg = EncoderTrainConfig.from_dict(state["train_config"])
         if changes:
-            note = resume_note(dataclasses.asdict(cfg), {**dataclasses.asdict(cfg), **changes})
+            saved = dataclasses.asdict(cfg)
+            note = resume_note(saved, {**saved, **changes})
             if note:
                 log(note)
-            cfg = EncoderTrainConfig.from_dict({**dataclasses.asdict(cfg), **changes})
+            cfg = EncoderTrainConfig.from_dict({**saved, **changes})
         if batch != cfg.batch:
             log(f"note: batch {batch} (the run started with {cfg.batch})")
             cfg.batch = batch

@@ -99,12 +99,12 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
         cv2.circle(img, (int(px), int(py)), 4, (200, 90, 30), -1, cv2.LINE_AA)
     # Value labels, the best point's first; one that would overprint a label already drawn is left out (a plateau of
     # close snapshots otherwise becomes an unreadable smear).
-    drawn = []
-    for i in np.argsort(ys[order], kind="stable"):
+    drawn, values = [], ys[order]
+    for i in np.argsort(values, kind="stable"):
         px, py = (int(v) for v in line[i])
         if any(abs(px - qx) < 44 and abs(py - qy) < 14 for qx, qy in drawn):
             continue
-        cv2.putText(img, f"{ys[order][i]:.2f}", (px - 20, py - 10), font, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{values[i]:.2f}", (px - 20, py - 10), font, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
         drawn.append((px, py))
     cv2.putText(img, title, (m, 40), font, 0.6, (30, 30, 30), 1, cv2.LINE_AA)
     cv2.putText(img, "training step", (w // 2 - 50, h - 20), font, 0.5, grey, 1, cv2.LINE_AA)
