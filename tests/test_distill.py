@@ -173,10 +173,15 @@ def test_n_steps_then_resume_equals_2n_straight_and_the_export_is_a_student(tmp_
 
     # Resumed for longer with another ramp and lr: it goes on, and names what changed (and not the step count).
     capsys.readouterr()
-    longer = Distiller(tiny(tmp_path / "split", **{**kw, "steps": 8, "adv_ramp": 4, "lr": 1e-3, "d_lr": 4e-3}),
-                       resume=True)
+    # A setting added to the trainer since the run began counts as the default the run had (here: off).
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["adv_untruncated"]
+    torch.save(ckpt, tmp_path / "split" / "checkpoint.pt")
+    longer = Distiller(tiny(tmp_path / "split", **{**kw, "steps": 8, "adv_ramp": 4, "lr": 1e-3, "d_lr": 4e-3,
+                                                   "adv_untruncated": True}), resume=True)
     out = capsys.readouterr().out
-    assert "note: resuming with settings that differ from the run's: adv_ramp 2 → 4, d_lr" in out
+    assert ("note: resuming with settings that differ from the run's: adv_ramp 2 → 4, adv_untruncated False → True"
+            in out)
     assert "lr 0.005 → 0.001" in out and "steps" not in out
     # ... and trains at the new rates: the optimisers' saved state carries the old ones, which must not win.
     c = longer.cfg.d_reg_every / (longer.cfg.d_reg_every + 1)
@@ -447,6 +452,34 @@ def _reference_d(state: dict, img: torch.Tensor, clamp=256.0) -> torch.Tensor:
     fc_w, out_w = state["b4.fc.weight"], state["b4.out.weight"]
     x = F.leaky_relu(x @ (fc_w / math.sqrt(fc_w.shape[1])).t() + state["b4.fc.bias"], 0.2) * math.sqrt(2)
     return x @ (out_w / math.sqrt(out_w.shape[1])).t() + state["b4.out.bias"]
+
+
+def test_untruncated_fakes_are_the_only_ones_the_discriminator_sees(tmp_path):
+    # The sampler: the first k codes of a step are exactly its untruncated draws, the others are unchanged.
+    from engine.io.checkpoints import build_generator, read_checkpoint
+
+    G = build_generator(*read_checkpoint(TEACHER)[:2])
+    s = LatentSampler(G.mapping, seed=3, mix_prob=0.5, trunc_prob=1.0, psi_min=0.0)
+    every, kept = s.sample(6, step=2, device="cpu"), s.sample(6, step=2, device="cpu", untruncated=3)
+    never = LatentSampler(G.mapping, seed=3, mix_prob=0.5, trunc_prob=0.0).sample(6, step=2, device="cpu")
+    torch.testing.assert_close(kept[:3], never[:3], rtol=0, atol=0)
+    torch.testing.assert_close(kept[3:], every[3:], rtol=0, atol=0)
+    assert not torch.allclose(every[:3], never[:3])
+
+    # The trainer: every sample truncated, yet D is shown only the untruncated first half of each batch, as fakes in
+    # its own phase and in the student's.
+    d = Distiller(tiny(tmp_path / "run", steps=2, batch=4, adv_weight=0.1, adv_start=0, adv_ramp=1, trunc_prob=1.0,
+                       psi_min=0.0, adv_untruncated=True))
+    seen = []
+    d.D.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    ws = d.latents.sample(4, step=0, device="cpu", untruncated=2)
+    expected = d.student.synthesis(ws, noise_mode="const").detach()
+    d.train_step()
+    fakes = [x for x in seen if x.shape[0] == 2]
+    # The student's phase, D's fakes; D's reals and the R1 step's (step 0), whole batches.
+    assert sorted(x.shape[0] for x in seen) == [2, 2, 4, 4]
+    for x in fakes:
+        torch.testing.assert_close(x, expected[:2], rtol=0, atol=1e-5)
 
 
 def test_discriminator_loads_nvidia_names_and_computes_nvidias_function():

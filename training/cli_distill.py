@@ -63,12 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if "default" not in help_text:
             help_text += f" (default {getattr(defaults, flag[2:].replace('-', '_'))})"
         p.add_argument(flag, type=typ, default=S, help=help_text)
+    p.add_argument("--adv-untruncated", action=argparse.BooleanOptionalAction, default=S,
+                   help="show D only untruncated fakes, the first half of each batch (default off)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _given(args) -> dict:
-    names = ["teacher", "out", "progress"] + [f[2:].replace("-", "_") for f in _FLAGS]
+    names = ["teacher", "out", "progress", "adv_untruncated"] + [f[2:].replace("-", "_") for f in _FLAGS]
     return {n: getattr(args, n) for n in names if hasattr(args, n)}
 
 

@@ -48,7 +48,8 @@ class LatentSampler:
         self.mix_prob, self.trunc_prob, self.psi_min = mix_prob, trunc_prob, psi_min
 
     @torch.no_grad()
-    def sample(self, n: int, step: int, device) -> torch.Tensor:
+    def sample(self, n: int, step: int, device, untruncated: int = 0) -> torch.Tensor:
+        """n W+ codes for `step` (the same on every call); the first `untruncated` of them are never truncated."""
         g = torch.Generator().manual_seed(derive_seed("latents", self.seed, self.rank, step))
         m = self.mapping
         z = torch.randn(2 * n, m.z_dim, generator=g)
@@ -61,6 +62,7 @@ class LatentSampler:
         layer = torch.arange(m.num_ws)[None, :]
         take2 = (mix[:, None] & (layer >= cut[:, None])).to(device)
         ws = torch.where(take2[:, :, None], ws2, ws)
+        trunc[:untruncated] = False  # after every draw, so the other samples stay what they were
         psi = torch.where(trunc, psi, torch.ones_like(psi)).to(device)
         return m.w_avg.lerp(ws, psi[:, None, None])
 

@@ -105,6 +105,10 @@ class DistillConfig:
     adv_weight: float = 0.05  # weight of the generator's adversarial loss after warm-up; 0: no discriminator
     adv_start: int = 5000  # steps of pure distillation before the adversarial term starts …
     adv_ramp: int = 5000  # … and the steps over which its weight ramps up linearly
+    # The faces FID and the real images describe are untruncated; a truncated fake is one D can tell by its closeness
+    # to the average, and its adversarial gradient pulls against matching the teacher's truncated face. With this on,
+    # the first half of each batch is never truncated and only it is shown to D as fakes.
+    adv_untruncated: bool = False
     d_lr: float = 2e-3
     d_betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float | None = None  # R1 weight; None: 0.0002 · R² / batch (StyleGAN2-ADA's heuristic)
@@ -458,7 +462,8 @@ class Distiller:
         """One optimisation step of the student (and the discriminator once the adversarial term is on). Returns the
         step's losses averaged over ranks; "stop" is 1.0 when any rank asked to stop."""
         cfg, step = self.cfg, self.step
-        ws = self.latents.sample(cfg.batch, step, self.device)
+        n_fake = max(1, cfg.batch // 2) if self.D is not None and cfg.adv_untruncated else cfg.batch
+        ws = self.latents.sample(cfg.batch, step, self.device, untruncated=n_fake if n_fake < cfg.batch else 0)
         with torch.no_grad():
             teacher = {im.shape[-1]: im for im in self.teacher.synthesis(ws, noise_mode="const", return_aux=True)}
         adv_w = self.adv_weight_at(step)
@@ -471,7 +476,7 @@ class Distiller:
             loss = terms["distill"]
             if adv_w > 0:
                 self.D.requires_grad_(False)
-                g_adv = generator_adversarial(self.D(heads[-1]))
+                g_adv = generator_adversarial(self.D(heads[-1][:n_fake]))
                 loss = loss + adv_w * g_adv
                 logs["g_adv"] = g_adv
         logs.update(loss=loss, perceptual=terms["perceptual"], l1=terms["l1"])
@@ -487,7 +492,7 @@ class Distiller:
             real = self.reals.next().to(self.device, non_blocking=True) if self.reals is not None else teacher[
                 self.resolution]
             with self._autocast():
-                fake_logits, real_logits = self.D_train(real, heads[-1].detach())
+                fake_logits, real_logits = self.D_train(real, heads[-1][:n_fake].detach())
                 d_loss = discriminator_adversarial(fake_logits, real_logits)
             d_vals, _ = self._agree({"d_loss": d_loss, "d_real": real_logits.float().mean(),
                                      "d_fake": fake_logits.float().mean()})
@@ -676,7 +681,10 @@ class Distiller:
         if state["teacher"]["sha256"] != self.teacher_info["sha256"]:
             raise UserError(f"{self.ckpt_path}: the run was trained from another teacher file "
                             f"(sha256 {state['teacher']['sha256'][:12]}…, now {self.teacher_info['sha256'][:12]}…)")
-        note = resume_note(state.get("config") or {}, self.cfg.to_dict(), _BOOKKEEPING)
+        # A setting added since the run began is one it ran with at its default; comparing against that says when a
+        # resume turns it on.
+        saved_cfg = {**DistillConfig().to_dict(), **(state.get("config") or {})}
+        note = resume_note(saved_cfg, self.cfg.to_dict(), _BOOKKEEPING)
         if note:
             self.log(note)
         self.student.load_state_dict(state["student"])
