@@ -482,6 +482,25 @@ def test_untruncated_fakes_are_the_only_ones_the_discriminator_sees(tmp_path):
         torch.testing.assert_close(x, expected[:2], rtol=0, atol=1e-5)
 
 
+def test_a_resume_with_a_wider_discriminator_starts_a_new_one(tmp_path, capsys):
+    kw = dict(steps=2, adv_weight=0.1, adv_start=0, adv_ramp=1, ckpt_every=2)
+    first = Distiller(tiny(tmp_path / "run", **kw))
+    assert first.run() == "done"
+    narrow = {r: c for r, c in first.D.cfg.channels.items()}
+    capsys.readouterr()
+    wider = Distiller(tiny(tmp_path / "run", **{**kw, "steps": 3, "d_width": 2.0}), resume=True)
+    out = capsys.readouterr().out
+    assert "d_width 1.0 → 2.0" in out and "discriminator: new, randomly initialised" in out
+    assert wider.D.cfg.channels == {r: min(2 * c, 512) for r, c in narrow.items()}
+    assert {id(p) for g in wider.opt_D.param_groups for p in g["params"]} == {id(p) for p in wider.D.parameters()}
+    assert not wider.opt_D.state_dict()["state"], "a new D starts with fresh moments"
+    assert wider.run() == "done"
+    # Resumed again at that width, the run keeps its (now wider) D.
+    again = Distiller(tiny(tmp_path / "run", **{**kw, "steps": 4, "d_width": 2.0}), resume=True)
+    assert "from the checkpoint" in again.d_origin and again.D.cfg.channels == wider.D.cfg.channels
+    torch.testing.assert_close(again.D.state_dict(), wider.D.state_dict(), rtol=0, atol=0)
+
+
 def test_discriminator_loads_nvidia_names_and_computes_nvidias_function():
     record, shapes = _nvidia_d_record()
     D = Discriminator.from_nvidia(record)

@@ -113,7 +113,8 @@ class DistillConfig:
     d_betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float | None = None  # R1 weight; None: 0.0002 · R² / batch (StyleGAN2-ADA's heuristic)
     d_reg_every: int = 16  # lazy R1: every this many steps
-    d_channel_base: int = 8192  # a new D's width at resolution r: min(d_channel_base / r, 512, the teacher's)
+    d_channel_base: int = 8192  # a new D's width at resolution r: min(d_channel_base / r, 512, the teacher's) …
+    d_width: float = 1.0  # … times this (at most 512); a resume that changes either starts a new D
     xflip: bool = True  # mirror real images at random
     workers: int | None = None  # image-loading processes; None: 0 on CPU, 4 on GPU
     # Output
@@ -167,7 +168,7 @@ class DistillConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("lr", "d_lr", "d_channel_base"):
+        for name in ("lr", "d_lr", "d_channel_base", "d_width"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("adv_weight", "perceptual_weight", "l1_weight", "grad_clip", "adv_start", "adv_ramp",
@@ -304,7 +305,8 @@ class Distiller:
             # A new D is at most as wide as the teacher, and lighter than StyleGAN2's plan (32768 / r): it only adds
             # a small adversarial term, yet a step runs it about 9 forward passes' worth (G phase, real and fake,
             # backward). At 256 px: 94 GFLOPs per image with 32768 (the teacher renders with 91), 9.8 with 8192.
-            d_channels = {r: max(1, min(c, cfg.d_channel_base // r, 512)) for r, c in t_cfg.channels.items()}
+            d_channels = {r: max(1, min(round(min(c, cfg.d_channel_base // r) * cfg.d_width), 512))
+                          for r, c in t_cfg.channels.items()}
             self.D, self.d_origin = discriminator_for_teacher(extras, self.resolution, d_channels, t_cfg.img_channels)
             self.D.to(self.device)
             self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(cfg), eps=1e-8)
@@ -694,8 +696,15 @@ class Distiller:
         # the lowered one (resume_note above promised it), so this run's settings win over the saved ones.
         _set_hyper(self.opt_G, lr=self.cfg.lr, betas=self.cfg.betas)
         self.scaler_G.load_state_dict(state["scaler_G"])
+        # Another width asked for: the run's D cannot serve, so the new one built above stays (and learns from here).
+        d_resized = [f"{k} {saved_cfg[k]} → {getattr(self.cfg, k)}" for k in ("d_channel_base", "d_width")
+                     if saved_cfg.get(k) != getattr(self.cfg, k)]
         if self.D is not None:
-            if state.get("D") is not None:
+            if state.get("D") is not None and d_resized and self.D.cfg.source == "new":
+                self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
+                                 f"{dict(state['D_config']['channels'])}, now {dict(self.D.cfg.channels)})")
+                self.log(self.d_origin)
+            elif state.get("D") is not None:
                 if DiscriminatorConfig(**state["D_config"]).to_dict() != self.D.cfg.to_dict():
                     self.D = Discriminator(DiscriminatorConfig(**state["D_config"])).to(self.device)
                     self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(self.cfg), eps=1e-8)

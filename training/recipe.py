@@ -282,6 +282,7 @@ def distill_student(args) -> int:
         adv_ramp=args.adv_ramp,
         adv_weight=args.adv_weight,
         adv_untruncated=args.adv_untruncated,
+        d_width=args.d_width,
         lr=args.lr,
         d_lr=args.d_lr,
         ema_kimg=args.ema_kimg,
@@ -542,6 +543,8 @@ def main(argv=None) -> int:
     st.add_argument("--adv-weight", type=float, default=0.05, help="weight of the adversarial term against the source")
     st.add_argument("--adv-untruncated", action="store_true",
                     help="the adversarial term sees only untruncated student faces (half of each batch)")
+    st.add_argument("--d-width", type=float, default=1.0,
+                    help="× the discriminator's widths (the teacher's); a resume that changes it starts a new one")
     st.add_argument("--lr", type=float, default=2e-3, help="student learning rate (a resume takes a changed one)")
     st.add_argument("--d-lr", type=float, default=2e-3, help="discriminator learning rate")
     st.add_argument("--ema-kimg", type=float, default=10.0,
