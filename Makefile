@@ -29,7 +29,7 @@ test: install
 	QT_QPA_PLATFORM=offscreen $(VPY) -m ruff check .
 	# The Qt editor's tests run in a process of their own, so MediaPipe graphs and thread pools left by the engine
 	# tests never meet the editor's worker threads (one unexplained native crash was seen when they shared one).
-	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q --ignore=tests/test_app.py
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q --durations=15 --ignore=tests/test_app.py
 	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q tests/test_app.py
 
 lint: install

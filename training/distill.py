@@ -702,7 +702,7 @@ class Distiller:
         if self.D is not None:
             if state.get("D") is not None and d_resized and self.D.cfg.source == "new":
                 self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
-                                 f"{dict(state['D_config']['channels'])}, now {dict(self.D.cfg.channels)})")
+                                 f"{DiscriminatorConfig(**state['D_config']).channels}, now {self.D.cfg.channels})")
                 self.log(self.d_origin)
             elif state.get("D") is not None:
                 if DiscriminatorConfig(**state["D_config"]).to_dict() != self.D.cfg.to_dict():
