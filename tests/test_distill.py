@@ -495,8 +495,10 @@ def test_a_resume_with_a_wider_discriminator_starts_a_new_one(tmp_path, capsys):
     assert {id(p) for g in wider.opt_D.param_groups for p in g["params"]} == {id(p) for p in wider.D.parameters()}
     assert not wider.opt_D.state_dict()["state"], "a new D starts with fresh moments"
     assert wider.run() == "done"
-    # Resumed again at that width, the run keeps its (now wider) D.
-    again = Distiller(tiny(tmp_path / "run", **{**kw, "steps": 4, "d_width": 2.0}), resume=True)
+    # Resumed again at that width, the run keeps its (now wider) D; so it does when a larger channel base changes
+    # nothing under the teacher's cap.
+    again = Distiller(tiny(tmp_path / "run", **{**kw, "steps": 4, "d_width": 2.0, "d_channel_base": 2**20}),
+                      resume=True)
     assert "from the checkpoint" in again.d_origin and again.D.cfg.channels == wider.D.cfg.channels
     torch.testing.assert_close(again.D.state_dict(), wider.D.state_dict(), rtol=0, atol=0)
 

@@ -696,17 +696,19 @@ class Distiller:
         # the lowered one (resume_note above promised it), so this run's settings win over the saved ones.
         _set_hyper(self.opt_G, lr=self.cfg.lr, betas=self.cfg.betas)
         self.scaler_G.load_state_dict(state["scaler_G"])
-        # Another width asked for: the run's D cannot serve, so the new one built above stays (and learns from here).
+        # Another width asked for (one the teacher's cap does not undo): the run's D cannot serve, so the new one built
+        # above stays and learns from here.
         d_resized = [f"{k} {saved_cfg[k]} → {getattr(self.cfg, k)}" for k in ("d_channel_base", "d_width")
                      if saved_cfg.get(k) != getattr(self.cfg, k)]
         if self.D is not None:
-            if state.get("D") is not None and d_resized and self.D.cfg.source == "new":
+            saved_d = DiscriminatorConfig(**state["D_config"]) if state.get("D") is not None else None
+            if saved_d and d_resized and self.D.cfg.source == "new" and saved_d.channels != self.D.cfg.channels:
                 self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
-                                 f"{DiscriminatorConfig(**state['D_config']).channels}, now {self.D.cfg.channels})")
+                                 f"{saved_d.channels}, now {self.D.cfg.channels})")
                 self.log(self.d_origin)
-            elif state.get("D") is not None:
-                if DiscriminatorConfig(**state["D_config"]).to_dict() != self.D.cfg.to_dict():
-                    self.D = Discriminator(DiscriminatorConfig(**state["D_config"])).to(self.device)
+            elif saved_d:
+                if saved_d.to_dict() != self.D.cfg.to_dict():
+                    self.D = Discriminator(saved_d).to(self.device)
                     self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(self.cfg), eps=1e-8)
                 self.D.load_state_dict(state["D"])
                 self.opt_D.load_state_dict(state["opt_D"])
