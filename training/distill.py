@@ -705,7 +705,6 @@ class Distiller:
             if saved_d and d_resized and self.D.cfg.source == "new" and saved_d.channels != self.D.cfg.channels:
                 self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
                                  f"{saved_d.channels}, now {self.D.cfg.channels})")
-                self.log(self.d_origin)
             elif saved_d:
                 if saved_d.to_dict() != self.D.cfg.to_dict():
                     self.D = Discriminator(saved_d).to(self.device)
