@@ -486,7 +486,7 @@ def test_a_resume_with_a_wider_discriminator_starts_a_new_one(tmp_path, capsys):
     kw = dict(steps=2, adv_weight=0.1, adv_start=0, adv_ramp=1, ckpt_every=2)
     first = Distiller(tiny(tmp_path / "run", **kw))
     assert first.run() == "done"
-    narrow = {r: c for r, c in first.D.cfg.channels.items()}
+    narrow = dict(first.D.cfg.channels)
     capsys.readouterr()
     wider = Distiller(tiny(tmp_path / "run", **{**kw, "steps": 3, "d_width": 2.0}), resume=True)
     out = capsys.readouterr().out

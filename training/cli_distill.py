@@ -35,6 +35,7 @@ _FLAGS: dict[str, tuple] = {
     "--adv-weight": (float, "adversarial weight after warm-up; 0 turns the discriminator off"),
     "--adv-start": (int, "steps of pure distillation before the adversarial term"),
     "--adv-ramp": (int, "steps over which the adversarial weight ramps up"),
+    "--adv-untruncated": (bool, "show D only untruncated fakes, the first half of each batch"),
     "--r1-gamma": (float, "R1 weight (default 0.0002·R²/batch)"),
     "--d-channel-base": (int, "width of a new discriminator: min(BASE / resolution, 512, the teacher's)"),
     "--d-width": (float, "× a new discriminator's widths (at most 512); on --resume a change starts a new one"),
@@ -63,15 +64,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, (typ, help_text) in _FLAGS.items():
         if "default" not in help_text:
             help_text += f" (default {getattr(defaults, flag[2:].replace('-', '_'))})"
-        p.add_argument(flag, type=typ, default=S, help=help_text)
-    p.add_argument("--adv-untruncated", action=argparse.BooleanOptionalAction, default=S,
-                   help="show D only untruncated fakes, the first half of each batch (default off)")
+        if typ is bool:  # --flag / --no-flag
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=S, help=help_text)
+        else:
+            p.add_argument(flag, type=typ, default=S, help=help_text)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _given(args) -> dict:
-    names = ["teacher", "out", "progress", "adv_untruncated"] + [f[2:].replace("-", "_") for f in _FLAGS]
+    names = ["teacher", "out", "progress"] + [f[2:].replace("-", "_") for f in _FLAGS]
     return {n: getattr(args, n) for n in names if hasattr(args, n)}
 
 

@@ -464,8 +464,9 @@ class Distiller:
         """One optimisation step of the student (and the discriminator once the adversarial term is on). Returns the
         step's losses averaged over ranks; "stop" is 1.0 when any rank asked to stop."""
         cfg, step = self.cfg, self.step
-        n_fake = max(1, cfg.batch // 2) if self.D is not None and cfg.adv_untruncated else cfg.batch
-        ws = self.latents.sample(cfg.batch, step, self.device, untruncated=n_fake if n_fake < cfg.batch else 0)
+        untruncated = max(1, cfg.batch // 2) if self.D is not None and cfg.adv_untruncated else 0
+        n_fake = untruncated or cfg.batch  # D's fakes: the untruncated ones when asked, else the whole batch
+        ws = self.latents.sample(cfg.batch, step, self.device, untruncated=untruncated)
         with torch.no_grad():
             teacher = {im.shape[-1]: im for im in self.teacher.synthesis(ws, noise_mode="const", return_aux=True)}
         adv_w = self.adv_weight_at(step)
