@@ -3,6 +3,7 @@ loads, and the discriminator speaks NVIDIA's parameter names. CPU only, fixture 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -480,6 +481,25 @@ def test_untruncated_fakes_are_the_only_ones_the_discriminator_sees(tmp_path):
     assert sorted(x.shape[0] for x in seen) == [2, 2, 4, 4]
     for x in fakes:
         torch.testing.assert_close(x, expected[:2], rtol=0, atol=1e-5)
+
+
+def test_the_discriminator_warms_up_alone_before_the_adversarial_term(tmp_path):
+    # Steps 0-1: pure distillation; 2-3: D alone (the student and its EMA untouched); from 4: both.
+    d = Distiller(tiny(tmp_path / "run", steps=5, batch=2, adv_weight=0.1, adv_start=4, adv_ramp=1, d_warmup=2))
+    assert [d.d_warming_at(s) for s in range(6)] == [False, False, True, True, False, False]
+    d.train_step()
+    d.train_step()
+    student, ema = copy.deepcopy(d.student.state_dict()), copy.deepcopy(d.ema.state_dict())
+    D0 = copy.deepcopy(d.D.state_dict())
+    for _ in range(2):
+        v = d.train_step()
+        assert "d_loss" in v and "grad_norm" not in v and v["adv_weight"] == 0
+    _assert_same(d.student.state_dict(), student)
+    _assert_same(d.ema.state_dict(), ema)
+    assert any(not torch.equal(D0[k], t) for k, t in d.D.state_dict().items()), "D trained"
+    v = d.train_step()
+    assert v["adv_weight"] > 0 and "g_adv" in v and "grad_norm" in v
+    assert any(not torch.equal(student[k], t) for k, t in d.student.state_dict().items()), "the student trains again"
 
 
 def test_a_resume_with_a_wider_discriminator_starts_a_new_one(tmp_path, capsys):

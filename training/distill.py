@@ -109,6 +109,10 @@ class DistillConfig:
     # to the average, and its adversarial gradient pulls against matching the teacher's truncated face. With this on,
     # the first half of each batch is never truncated and only it is shown to D as fakes.
     adv_untruncated: bool = False
+    # A D that is new when the term starts (a warm start from an earlier student, whose D was not kept, or a wider D)
+    # tells the student nothing useful at first, and its early gradients undo what the student had learnt. These many
+    # steps before adv_start train D alone, on the student's fakes as they are; the student and its EMA stay put.
+    d_warmup: int = 0
     d_lr: float = 2e-3
     d_betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float | None = None  # R1 weight; None: 0.0002 · R² / batch (StyleGAN2-ADA's heuristic)
@@ -171,7 +175,7 @@ class DistillConfig:
         for name in ("lr", "d_lr", "d_channel_base", "d_width"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("adv_weight", "perceptual_weight", "l1_weight", "grad_clip", "adv_start", "adv_ramp",
+        for name in ("adv_weight", "perceptual_weight", "l1_weight", "grad_clip", "adv_start", "adv_ramp", "d_warmup",
                      "eval_every", "eval_count", "fd_count", "keep_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, not {getattr(self, name)}")
@@ -460,9 +464,14 @@ class Distiller:
         opt.zero_grad(set_to_none=True)
         return float(norm) if torch.isfinite(norm) else None
 
+    def d_warming_at(self, step: int) -> bool:
+        """Whether `step` is one of the discriminator's warm-up steps (D trains, the student does not)."""
+        return self.D is not None and step < self.cfg.adv_start <= step + self.cfg.d_warmup
+
     def train_step(self, stop_requested: bool = False) -> dict[str, float]:
-        """One optimisation step of the student (and the discriminator once the adversarial term is on). Returns the
-        step's losses averaged over ranks; "stop" is 1.0 when any rank asked to stop."""
+        """One optimisation step of the student (and the discriminator once the adversarial term is on, or of the
+        discriminator alone during its warm-up). Returns the step's losses averaged over ranks; "stop" is 1.0 when
+        any rank asked to stop."""
         cfg, step = self.cfg, self.step
         untruncated = max(1, cfg.batch // 2) if self.D is not None and cfg.adv_untruncated else 0
         n_fake = untruncated or cfg.batch  # D's fakes: the untruncated ones when asked, else the whole batch
@@ -470,10 +479,11 @@ class Distiller:
         with torch.no_grad():
             teacher = {im.shape[-1]: im for im in self.teacher.synthesis(ws, noise_mode="const", return_aux=True)}
         adv_w = self.adv_weight_at(step)
+        warming = self.d_warming_at(step)
         logs: dict[str, torch.Tensor | float] = {}
 
-        # Student
-        with self._autocast():
+        # Student (during D's warm-up only its losses are measured, for the log)
+        with self._autocast(), torch.no_grad() if warming else nullcontext():
             heads = self.G_train(ws, noise_mode="const", return_aux=True)
             terms = self.loss(heads, teacher)
             loss = terms["distill"]
@@ -484,13 +494,14 @@ class Distiller:
                 logs["g_adv"] = g_adv
         logs.update(loss=loss, perceptual=terms["perceptual"], l1=terms["l1"])
         values, stop = self._agree(logs, stop_requested)
-        grad_norm = self._optimise(loss, self.opt_G, self.scaler_G, self.student.synthesis.parameters(), "student")
+        if not warming:
+            grad_norm = self._optimise(loss, self.opt_G, self.scaler_G, self.student.synthesis.parameters(), "student")
+            if grad_norm is not None:
+                values["grad_norm"] = grad_norm
         values["adv_weight"] = adv_w
-        if grad_norm is not None:
-            values["grad_norm"] = grad_norm
 
         # Discriminator
-        if adv_w > 0:
+        if adv_w > 0 or warming:
             self.D.requires_grad_(True)
             real = self.reals.next().to(self.device, non_blocking=True) if self.reals is not None else teacher[
                 self.resolution]
@@ -507,7 +518,8 @@ class Distiller:
                 r1_vals, _ = self._agree({"r1": r1})
                 values.update(r1_vals)
 
-        self._update_ema()
+        if not warming:
+            self._update_ema()
         self.step += 1
         values["stop"] = float(stop)
         return values

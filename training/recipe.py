@@ -283,6 +283,7 @@ def distill_student(args) -> int:
         adv_weight=args.adv_weight,
         adv_untruncated=args.adv_untruncated,
         d_width=args.d_width,
+        d_warmup=args.d_warmup,
         lr=args.lr,
         d_lr=args.d_lr,
         ema_kimg=args.ema_kimg,
@@ -545,6 +546,9 @@ def main(argv=None) -> int:
                     help="the adversarial term sees only untruncated student faces (half of each batch)")
     st.add_argument("--d-width", type=float, default=1.0,
                     help="× the discriminator's widths (the teacher's); a resume that changes it starts a new one")
+    st.add_argument("--d-warmup", type=int, default=0,
+                    help="steps before --adv-start that train the discriminator alone, the student held (use it with "
+                         "--init, whose discriminator is not kept)")
     st.add_argument("--lr", type=float, default=2e-3, help="student learning rate (a resume takes a changed one)")
     st.add_argument("--d-lr", type=float, default=2e-3, help="discriminator learning rate")
     st.add_argument("--ema-kimg", type=float, default=10.0,
