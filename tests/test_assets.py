@@ -127,3 +127,28 @@ def test_the_recipe_continues_the_bundled_teacher(tmp_path):
     with torch.no_grad():  # one small step on from the committed weights
         a, b = T.synthesis(T.mapping(z)), G.synthesis(G.mapping(z))
     assert (a - b).abs().mean() < 0.05
+
+
+def test_a_warm_started_student_keeps_its_ema(tmp_path):
+    """`recipe student --init` continues the bundled student: its exported EMA copy moves by EMA steps, not by the
+    raw generator's (an EMA ramp-up meant for a new student would make it the raw generator)."""
+    import json
+
+    from training.recipe import main
+
+    S = engine.load_generator()
+    out = tmp_path / "student"
+    assert main(["student", "--teacher", str(assets.TEACHER), "--init", str(assets.STUDENT), "--out", str(out),
+                 "--steps", "2", "--batch", "2", "--adv-start", "100", "--eval-every", "0", "--threads", "1"]) == 0
+    ema = engine.load_generator(out / "student.safetensors")
+    raw = torch.load(out / "checkpoint.pt", weights_only=True)["student"]
+    z = torch.randn(2, S.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = S.mapping(z)
+        before, after = S.synthesis(ws, noise_mode="const"), ema.synthesis(ws, noise_mode="const")
+        S.load_state_dict(raw)
+        moved = S.synthesis(ws, noise_mode="const")
+    ema_shift, raw_shift = (after - before).abs().mean(), (moved - before).abs().mean()
+    assert raw_shift > 0.005, "two steps at the full rate move the raw generator"
+    assert ema_shift < raw_shift / 100, (ema_shift, raw_shift)
+    assert json.loads((out / "config.json").read_text())["distill"]["ema_rampup"] is None

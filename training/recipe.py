@@ -287,10 +287,14 @@ def distill_student(args) -> int:
         lr=args.lr,
         d_lr=args.d_lr,
         ema_kimg=args.ema_kimg,
+        # The EMA's ramp-up shortens its half-life to a twentieth of the images seen, which suits a new student; a
+        # warm-started one is not new, and with the ramp its EMA copy would be the raw generator for thousands of
+        # steps (FID 32.3 → 46.2 after 500 steps of the bundled student, measured).
+        ema_rampup=None if args.init else DistillConfig.ema_rampup,
         sample_every=args.save_every,
         ckpt_every=args.save_every,
         keep_every=args.keep_every,
-        eval_every=args.save_every * 4,
+        eval_every=args.save_every * 4 if args.eval_every is None else args.eval_every,
         device=args.device,
     )
     if args.threads:
@@ -555,6 +559,8 @@ def main(argv=None) -> int:
                     help="half-life of the exported EMA student, in thousands of images")
     st.add_argument("--save-every", type=int, default=250)
     st.add_argument("--keep-every", type=int, default=0, help="also keep student_STEP.safetensors every N steps")
+    st.add_argument("--eval-every", type=int, default=None,
+                    help="measure against the teacher (eval.csv) every N steps; default 4 × --save-every, 0: never")
     st.add_argument("--threads", type=int, default=None)
     st.add_argument("--device", default="auto")
     st.set_defaults(fn=distill_student)
