@@ -36,8 +36,8 @@ _FLAGS: dict[str, tuple] = {
     "--adv-start": (int, "steps of pure distillation before the adversarial term"),
     "--adv-ramp": (int, "steps over which the adversarial weight ramps up"),
     "--adv-untruncated": (bool, "show D only untruncated fakes, the first half of each batch"),
-    "--d-warmup": (int, "steps before --adv-start that train D alone on the student's fakes (a new D, e.g. with a "
-                   "warm-started student)"),
+    "--d-warmup": (int, "steps before --adv-start that train D alone on the student's fakes, the student held "
+                   "(for a new D, e.g. after --resume with another --d-width and a later --adv-start)"),
     "--r1-gamma": (float, "R1 weight (default 0.0002·R²/batch)"),
     "--d-channel-base": (int, "width of a new discriminator: min(BASE / resolution, 512, the teacher's)"),
     "--d-width": (float, "× a new discriminator's widths (at most 512); on --resume a change starts a new one"),
