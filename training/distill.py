@@ -112,6 +112,7 @@ class DistillConfig:
     # A D that is new when the term starts (a warm start from an earlier student, whose D was not kept, or a wider D)
     # tells the student nothing useful at first, and its early gradients undo what the student had learnt. These many
     # steps before adv_start train D alone, on the student's fakes as they are; the student and its EMA stay put.
+    # On the demo recipe's student, 800 such steps left D's loss at chance and did not prevent the harm (model card).
     d_warmup: int = 0
     d_lr: float = 2e-3
     d_betas: tuple[float, float] = (0.0, 0.99)
