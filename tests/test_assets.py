@@ -152,3 +152,7 @@ def test_a_warm_started_student_keeps_its_ema(tmp_path):
     assert raw_shift > 0.005, "two steps at the full rate move the raw generator"
     assert ema_shift < raw_shift / 100, (ema_shift, raw_shift)
     assert json.loads((out / "config.json").read_text())["distill"]["ema_rampup"] is None
+    # Resumed without --init, the run keeps the EMA it began with.
+    assert main(["student", "--teacher", str(assets.TEACHER), "--out", str(out), "--steps", "3", "--batch", "2",
+                 "--adv-start", "100", "--eval-every", "0", "--threads", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["distill"]["ema_rampup"] is None
