@@ -136,6 +136,11 @@ def test_a_warm_started_student_keeps_its_ema(tmp_path):
 
     from training.recipe import main
 
+    # A teacher given as --init: one line, and no run folder left behind.
+    assert main(["student", "--teacher", str(assets.TEACHER), "--init", str(assets.TEACHER), "--out",
+                 str(tmp_path / "wrong")]) == 1
+    assert not (tmp_path / "wrong").exists()
+
     S = engine.load_generator()
     out = tmp_path / "student"
     assert main(["student", "--teacher", str(assets.TEACHER), "--init", str(assets.STUDENT), "--out", str(out),

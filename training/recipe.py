@@ -304,16 +304,25 @@ def distill_student(args) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps else None
-    trainer = Distiller(cfg, resume=resume, real_source=reals)
+    prev = None
     if args.init and not resume:
         # Warm start from an earlier student (e.g. one distilled from a less-trained snapshot of the same teacher):
-        # only the synthesis network; the mapping always comes from this run's teacher.
+        # only the synthesis network; the mapping always comes from this run's teacher. Read before the run folder
+        # is made, so that a wrong file leaves nothing behind.
         from engine.io.checkpoints import load_generator
 
         prev = load_generator(args.init)
-        for net in (trainer.student, trainer.ema):
-            net.synthesis.load_state_dict(prev.synthesis.state_dict())
+        if not prev.is_student:
+            raise UserError(f"--init {args.init}: a teacher (StyleGAN2), not a student; give an earlier student's file")
+    reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps else None
+    trainer = Distiller(cfg, resume=resume, real_source=reals)
+    if prev is not None:
+        try:
+            for net in (trainer.student, trainer.ema):
+                net.synthesis.load_state_dict(prev.synthesis.state_dict())
+        except RuntimeError:
+            raise UserError(f"--init {args.init}: a student of another layout (channels {prev.cfg.channels}) than "
+                            f"this run's ({trainer.student.cfg.channels})") from None
         print(f"student synthesis initialised from {args.init}", file=sys.stderr)
     status = trainer.run()
     trainer.export()
