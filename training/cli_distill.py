@@ -38,6 +38,12 @@ _FLAGS: dict[str, tuple] = {
     "--adv-untruncated": (bool, "show D only untruncated fakes, the first half of each batch"),
     "--d-warmup": (int, "steps before --adv-start that train D alone on the student's fakes, the student held "
                    "(for a new D, e.g. after --resume with another --d-width and a later --adv-start)"),
+    "--fm-weight": (float, "feature matching: weight of the MobileNetV2 feature mean and covariance of untruncated "
+                    "samples against the real images' (--data); 0 = off"),
+    "--fm-batch": (int, "untruncated samples per step for feature matching"),
+    "--fm-count": (int, "real images whose feature statistics feature matching aims at"),
+    "--d-kind": (str, "discriminator: stylegan2 (on pixels; the teacher's when its file has one) or projected "
+                  "(heads on a frozen ImageNet MobileNetV2, which learns in hundreds of steps)"),
     "--r1-gamma": (float, "R1 weight (default 0.0002·R²/batch)"),
     "--d-channel-base": (int, "width of a new discriminator: min(BASE / resolution, 512, the teacher's)"),
     "--d-width": (float, "× a new discriminator's widths (at most 512); on --resume a change starts a new one"),

@@ -48,6 +48,13 @@ class LatentSampler:
         self.mix_prob, self.trunc_prob, self.psi_min = mix_prob, trunc_prob, psi_min
 
     @torch.no_grad()
+    def plain(self, n: int, step: int, device) -> torch.Tensor:
+        """n W+ codes for `step`, neither mixed nor truncated: the distribution real images are compared with."""
+        g = torch.Generator().manual_seed(derive_seed("plain latents", self.seed, self.rank, step))
+        ws = self.mapping(torch.randn(n, self.mapping.z_dim, generator=g).to(device))
+        return ws
+
+    @torch.no_grad()
     def sample(self, n: int, step: int, device, untruncated: int = 0) -> torch.Tensor:
         """n W+ codes for `step` (the same on every call); the first `untruncated` of them are never truncated."""
         g = torch.Generator().manual_seed(derive_seed("latents", self.seed, self.rank, step))

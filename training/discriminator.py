@@ -259,3 +259,72 @@ def discriminator_for_teacher(
     why = "; ".join(reasons) or "the teacher checkpoint has none"
     cfg = DiscriminatorConfig(resolution=resolution, channels=channels or {}, img_channels=img_channels)
     return Discriminator(cfg), f"discriminator: new, randomly initialised ({why})"
+
+
+@dataclass
+class ProjectedConfig:
+    """A discriminator on a frozen ImageNet MobileNetV2 (Sauer et al. 2021, "Projected GANs converge faster")."""
+
+    resolution: int = 256  # the images it judges; resized to input_size for the backbone
+    input_size: int = 128  # at 64 px MobileNetV2's stride-32 map would be 2×2
+    stages: tuple[int, ...] = (3, 6, 13, 17)  # MobileNetV2 `features` indices: strides 4, 8, 16, 32
+    width: int = 64  # channels of each stage's head
+    kind: str = "projected"
+    source: str = "new"
+
+    def __post_init__(self):
+        self.stages = tuple(int(s) for s in self.stages)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stages"] = list(self.stages)
+        return d
+
+
+class ProjectedDiscriminator(nn.Module):
+    """Small trainable heads, one per backbone stage, on a frozen ImageNet MobileNetV2; the logit is the sum of the
+    heads' mean logits. The frozen features tell images apart from the first step, where a discriminator learnt
+    from scratch needs thousands of steps on a CPU (assets/MODEL_CARD.md); only the heads train."""
+
+    def __init__(self, cfg: ProjectedConfig):
+        super().__init__()
+        from engine.models.mobilenet import STAGE_CHANNELS, mobilenet_v2
+
+        self.cfg = cfg
+        self.backbone = mobilenet_v2(pretrained=True).features[: max(cfg.stages) + 1]
+        self.backbone.eval().requires_grad_(False)
+        sn = nn.utils.parametrizations.spectral_norm
+        self.heads = nn.ModuleList(
+            nn.Sequential(sn(nn.Conv2d(STAGE_CHANNELS[s], cfg.width, 3, padding=1)), nn.LeakyReLU(0.2),
+                          sn(nn.Conv2d(cfg.width, cfg.width, 3, padding=1)), nn.LeakyReLU(0.2),
+                          sn(nn.Conv2d(cfg.width, 1, 1)))
+            for s in cfg.stages
+        )
+
+    def train(self, mode: bool = True) -> ProjectedDiscriminator:
+        super().train(mode)
+        self.backbone.eval()  # BatchNorm keeps its ImageNet statistics
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> ProjectedDiscriminator:
+        self.heads.requires_grad_(requires_grad)  # the backbone stays frozen; gradients still reach the image
+        return self
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        from engine.models.mobilenet import normalize_imagenet, run_stages
+
+        s = self.cfg.input_size
+        x = F.interpolate(img, size=(s, s), mode="bilinear", align_corners=False, antialias=img.shape[-1] > s)
+        feats = run_stages(self.backbone, normalize_imagenet(x), self.cfg.stages)
+        return sum(head(f).mean(dim=(1, 2, 3)) for head, f in zip(self.heads, feats))[:, None]
+
+
+DISCRIMINATOR_KINDS = ("stylegan2", "projected")
+
+
+def discriminator_from_config(d: dict) -> nn.Module:
+    """A discriminator rebuilt from its `cfg.to_dict()` (a checkpoint's "D_config"), weights not loaded."""
+    if d.get("kind") == "projected":
+        return ProjectedDiscriminator(ProjectedConfig(**d))
+    return Discriminator(DiscriminatorConfig(**d))
+

@@ -43,9 +43,16 @@ from engine.models.perceptual import PerceptualLoss
 from engine.render import make_grid, psnr, save_image, to_uint8
 from training import distributed
 from training.data import ImageStream, LatentSampler, derive_seed
-from training.discriminator import Discriminator, DiscriminatorConfig, discriminator_for_teacher
+from training.discriminator import (
+    DISCRIMINATOR_KINDS,
+    DiscriminatorConfig,
+    ProjectedConfig,
+    ProjectedDiscriminator,
+    discriminator_for_teacher,
+    discriminator_from_config,
+)
 from training.loop import StopFlag, ema_update, lazy_r1_step
-from training.losses import DistillationLoss, discriminator_adversarial, generator_adversarial, resize
+from training.losses import DistillationLoss, FeatureMatching, discriminator_adversarial, generator_adversarial, resize
 from training.runlog import CsvLog, label_columns, plot_losses, resume_note
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,7 +60,7 @@ CONFIG = "config.json"
 STUDENT = "student.safetensors"
 CHECKPOINT_FORMAT = "blazestudio-distill"
 CHECKPOINT_VERSION = 1
-LOSS_COLUMNS = ["loss", "perceptual", "l1", "g_adv", "d_loss", "r1", "d_real", "d_fake"]
+LOSS_COLUMNS = ["loss", "perceptual", "l1", "g_adv", "fm", "fm_mean", "fm_cov", "d_loss", "r1", "d_real", "d_fake"]
 CSV_COLUMNS = ["step", "kimg", "seconds", "img_per_s", *LOSS_COLUMNS, "adv_weight", "grad_norm"]
 EVAL_COLUMNS = ["step", "kimg", "perceptual", "psnr_db", "fd_mobilenetv2"]
 SAMPLE_SEED0, EVAL_SEED0, FD_SEED0 = 0, 100_000, 200_000
@@ -114,6 +121,17 @@ class DistillConfig:
     # steps before adv_start train D alone, on the student's fakes as they are; the student and its EMA stay put.
     # On the demo recipe's student, 800 such steps left D's loss at chance and did not prevent the harm (model card).
     d_warmup: int = 0
+    # Feature matching: the mean and covariance of untruncated samples in ImageNet MobileNetV2's pooled features
+    # pulled toward the real images' (training.losses.FeatureMatching). A distribution loss that works from its
+    # first step, where a new discriminator needs thousands. Needs real images (--data, or a real_source).
+    fm_weight: float = 0.0
+    fm_batch: int = 8  # untruncated, unmixed samples per step for it (beside the batch)
+    fm_count: int = 2048  # real images whose statistics are the target (and fakes that start the running ones)
+    fm_momentum: float = 0.02  # the fakes' running statistics move this far toward each batch's
+    # stylegan2: StyleGAN2's residual D on pixels (the teacher checkpoint's when it has one, else new). projected:
+    # small heads on a frozen ImageNet MobileNetV2 (Sauer et al. 2021), which tells images apart from its first
+    # steps, where a new pixel D needs thousands (assets/MODEL_CARD.md); only its heads train.
+    d_kind: str = "stylegan2"
     d_lr: float = 2e-3
     d_betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float | None = None  # R1 weight; None: 0.0002 · R² / batch (StyleGAN2-ADA's heuristic)
@@ -177,9 +195,11 @@ class DistillConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("adv_weight", "perceptual_weight", "l1_weight", "grad_clip", "adv_start", "adv_ramp", "d_warmup",
-                     "eval_every", "eval_count", "fd_count", "keep_every"):
+                     "eval_every", "eval_count", "fd_count", "keep_every", "fm_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.d_kind not in DISCRIMINATOR_KINDS:
+            raise UserError(f"d_kind must be one of {', '.join(DISCRIMINATOR_KINDS)}, not '{self.d_kind}'")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise UserError(f"amp must be auto, off, bf16 or fp16, not '{self.amp}'")
         if self.perceptual not in PERCEPTUAL_BACKBONES:
@@ -189,6 +209,10 @@ class DistillConfig:
             raise UserError("a VGG file only applies to the vgg16 perceptual backbone (perceptual='vgg16')")
         if not 0 <= self.psi_min <= 1 or not 0 <= self.mix_prob <= 1 or not 0 <= self.trunc_prob <= 1:
             raise UserError("psi_min, mix_prob and trunc_prob must lie in [0, 1]")
+        if self.fm_weight > 0 and (self.fm_batch < 2 or self.fm_count < 2):
+            raise UserError("feature matching needs fm_batch and fm_count of at least 2")
+        if not 0 < self.fm_momentum <= 1:
+            raise UserError(f"fm_momentum must lie in (0, 1], not {self.fm_momentum}")
         if self.fd_count == 1:
             raise UserError("fd_count must be 0 (off) or at least 2")
 
@@ -197,7 +221,7 @@ class _DiscriminatorPhases(nn.Module):
     """One module for DistributedDataParallel to wrap: D on (real) or on (real, fake) in one forward, so each
     backward reduces D's gradients once."""
 
-    def __init__(self, D: Discriminator):
+    def __init__(self, D: nn.Module):
         super().__init__()
         self.D = D
 
@@ -304,17 +328,22 @@ class Distiller:
         self.opt_G = torch.optim.Adam(self.student.synthesis.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
 
         # Discriminator, only when there is an adversarial term.
-        self.D: Discriminator | None = None
+        self.D: nn.Module | None = None  # Discriminator or ProjectedDiscriminator
         self.d_origin = "discriminator: none (adversarial weight 0)"
         if cfg.adv_weight > 0:
             # A new D is at most as wide as the teacher, and lighter than StyleGAN2's plan (32768 / r): it only adds
             # a small adversarial term, yet a step runs it about 9 forward passes' worth (G phase, real and fake,
             # backward). At 256 px: 94 GFLOPs per image with 32768 (the teacher renders with 91), 9.8 with 8192.
-            d_channels = {r: max(1, min(round(min(c, cfg.d_channel_base // r) * cfg.d_width), 512))
-                          for r, c in t_cfg.channels.items()}
-            self.D, self.d_origin = discriminator_for_teacher(extras, self.resolution, d_channels, t_cfg.img_channels)
+            if cfg.d_kind == "projected":
+                self.D = ProjectedDiscriminator(ProjectedConfig(resolution=self.resolution))
+                self.d_origin = "discriminator: projected, new heads on a frozen ImageNet MobileNetV2"
+            else:
+                d_channels = {r: max(1, min(round(min(c, cfg.d_channel_base // r) * cfg.d_width), 512))
+                              for r, c in t_cfg.channels.items()}
+                self.D, self.d_origin = discriminator_for_teacher(extras, self.resolution, d_channels,
+                                                                  t_cfg.img_channels)
             self.D.to(self.device)
-            self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(cfg), eps=1e-8)
+            self.opt_D = self._d_optimiser()
             self.r1_gamma = cfg.r1_gamma if cfg.r1_gamma is not None else 0.0002 * self.resolution**2 / cfg.batch
         del t_state, extras
 
@@ -331,7 +360,7 @@ class Distiller:
         self.latents = LatentSampler(self.teacher.mapping, cfg.seed, env.rank, cfg.mix_prob, cfg.trunc_prob,
                                      cfg.psi_min)
         self.reals = real_source
-        if self.D is not None and cfg.data and real_source is None:
+        if (self.D is not None or cfg.fm_weight > 0) and cfg.data and real_source is None:
             workers = cfg.workers if cfg.workers is not None else (4 if self.device.type == "cuda" else 0)
             self.reals = ImageStream(cfg.data, self.resolution, cfg.batch, cfg.seed, env.rank, env.world_size,
                                      cfg.xflip, workers)
@@ -341,6 +370,12 @@ class Distiller:
             z = seeds_to_z(range(SAMPLE_SEED0, SAMPLE_SEED0 + cfg.sample_count), t_cfg.z_dim).to(self.device)
             self.sample_ws = self.teacher.mapping(z, psi=0.7)
         self._eval_cache: dict = {}
+
+        self.fm: FeatureMatching | None = None
+        if cfg.fm_weight > 0:
+            if self.reals is None:
+                raise UserError("feature matching (fm_weight) compares with real images: give --data")
+            self.fm = FeatureMatching(cfg.fm_momentum).to(self.device)
 
         if resume:
             self._load_checkpoint()
@@ -370,6 +405,25 @@ class Distiller:
             self.write_config()
             self.csv = CsvLog(self.out / "losses.csv", CSV_COLUMNS, resume_step=self.step if resume else -1)
             self.eval_csv = CsvLog(self.out / "eval.csv", EVAL_COLUMNS, resume_step=self.step if resume else -1)
+
+    @torch.no_grad()
+    def _fm_statistics(self) -> None:
+        """The target (real images) and the starting point of the running fake statistics, for feature matching."""
+        cfg, fm = self.cfg, self.fm
+        n_batches = math.ceil(cfg.fm_count / cfg.batch)
+        feats = [fm.features(self.reals.next().to(self.device))
+                 for _ in tqdm(range(n_batches), desc="feature matching: real images", disable=not cfg.progress)]
+        fm.set_statistics("real", torch.cat(feats)[: cfg.fm_count])
+        g = torch.Generator().manual_seed(derive_seed("fm start", cfg.seed, self.env.rank))
+        feats = []
+        for i in tqdm(range(0, cfg.fm_count, 64), desc="feature matching: samples", disable=not cfg.progress):
+            z = torch.randn(min(64, cfg.fm_count - i), self.teacher.mapping.z_dim, generator=g).to(self.device)
+            feats.append(fm.features(self.ema.synthesis(self.teacher.mapping(z), noise_mode="const")))
+        fm.set_statistics("fake", torch.cat(feats))
+
+    def _d_optimiser(self) -> torch.optim.Optimizer:
+        # Only what trains: a projected D's backbone is frozen.
+        return torch.optim.Adam([p for p in self.D.parameters() if p.requires_grad], **_d_hyper(self.cfg), eps=1e-8)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Run description
@@ -477,17 +531,30 @@ class Distiller:
         untruncated = max(1, cfg.batch // 2) if self.D is not None and cfg.adv_untruncated else 0
         n_fake = untruncated or cfg.batch  # D's fakes: the untruncated ones when asked, else the whole batch
         ws = self.latents.sample(cfg.batch, step, self.device, untruncated=untruncated)
-        with torch.no_grad():
-            teacher = {im.shape[-1]: im for im in self.teacher.synthesis(ws, noise_mode="const", return_aux=True)}
-        adv_w = self.adv_weight_at(step)
         warming = self.d_warming_at(step)
+        n_fm = cfg.fm_batch if self.fm is not None and not warming else 0
+        if n_fm and not self.fm.ready:  # here, not in __init__: a warm start loads its student after that
+            self._fm_statistics()
+        if n_fm:  # one forward pass for both (DistributedDataParallel expects one per backward)
+            ws = torch.cat([ws, self.latents.plain(n_fm, step, self.device)])
+        with torch.no_grad():
+            teacher = {im.shape[-1]: im for im in self.teacher.synthesis(ws[: cfg.batch], noise_mode="const",
+                                                                         return_aux=True)}
+        adv_w = self.adv_weight_at(step)
         logs: dict[str, torch.Tensor | float] = {}
 
         # Student (during D's warm-up only its losses are measured, for the log)
         with self._autocast(), torch.no_grad() if warming else nullcontext():
             heads = self.G_train(ws, noise_mode="const", return_aux=True)
+            if n_fm:
+                fm_images = heads[-1][cfg.batch:]
+                heads = [h[: cfg.batch] for h in heads]
             terms = self.loss(heads, teacher)
             loss = terms["distill"]
+            if n_fm:
+                fm_terms = self.fm(fm_images)
+                loss = loss + cfg.fm_weight * fm_terms["fm"]
+                logs.update(fm_terms)
             if adv_w > 0:
                 self.D.requires_grad_(False)
                 g_adv = generator_adversarial(self.D(heads[-1][:n_fake]))
@@ -587,6 +654,8 @@ class Distiller:
         parts = [f"loss {v['loss']:.3f}", f"perc {v['perceptual']:.3f}", f"l1 {v['l1']:.3f}"]
         if "g_adv" in v:
             parts.append(f"adv {v['g_adv']:.2f}")
+        if "fm" in v:
+            parts.append(f"fm {v['fm']:.1f}")
         if "d_loss" in v:
             parts.append(f"D {v['d_loss']:.2f}")
         return " ".join(parts)
@@ -649,6 +718,7 @@ class Distiller:
             # The latent and image streams are counter-based (training.data): the step and the number of image
             # batches taken are their whole state.
             "data": self.reals.state_dict() if hasattr(self.reals, "state_dict") else None,
+            "fm": {k: v for k, v in self.fm.state_dict().items() if not k.startswith("net.")} if self.fm else None,
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -715,21 +785,27 @@ class Distiller:
         d_resized = [f"{k} {saved_cfg[k]} → {getattr(self.cfg, k)}" for k in ("d_channel_base", "d_width")
                      if saved_cfg.get(k) != getattr(self.cfg, k)]
         if self.D is not None:
-            saved_d = DiscriminatorConfig(**state["D_config"]) if state.get("D") is not None else None
-            if saved_d and d_resized and self.D.cfg.source == "new" and saved_d.channels != self.D.cfg.channels:
+            saved_d = state["D_config"] if state.get("D") is not None else None
+            saved_kind = saved_d.get("kind", "stylegan2") if saved_d else None
+            if saved_d and saved_kind != self.cfg.d_kind:
+                self.d_origin = f"discriminator: new ({self.cfg.d_kind}; the run's was {saved_kind})"
+            elif (saved_d and saved_kind == "stylegan2" and d_resized and self.D.cfg.source == "new"
+                  and DiscriminatorConfig(**saved_d).channels != self.D.cfg.channels):
                 self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
-                                 f"{saved_d.channels}, now {self.D.cfg.channels})")
+                                 f"{DiscriminatorConfig(**saved_d).channels}, now {self.D.cfg.channels})")
             elif saved_d:
-                if saved_d.to_dict() != self.D.cfg.to_dict():
-                    self.D = Discriminator(saved_d).to(self.device)
-                    self.opt_D = torch.optim.Adam(self.D.parameters(), **_d_hyper(self.cfg), eps=1e-8)
+                if saved_d != self.D.cfg.to_dict():
+                    self.D = discriminator_from_config(saved_d).to(self.device)
+                    self.opt_D = self._d_optimiser()
                 self.D.load_state_dict(state["D"])
                 self.opt_D.load_state_dict(state["opt_D"])
                 _set_hyper(self.opt_D, **_d_hyper(self.cfg))
                 self.scaler_D.load_state_dict(state["scaler_D"])
                 self.d_origin = f"discriminator: from the checkpoint ({self.D.cfg.source} at first)"
-            if hasattr(self.reals, "load_state_dict") and state.get("data"):
-                self.reals.load_state_dict(state["data"])
+        if hasattr(self.reals, "load_state_dict") and state.get("data"):
+            self.reals.load_state_dict(state["data"])
+        if self.fm is not None and state.get("fm"):  # else computed afresh (feature matching turned on by the resume)
+            self.fm.load_state_dict(state["fm"], strict=False)
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

@@ -96,3 +96,82 @@ def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ‖∇ₓ D(x)‖² at real images (R1, Mescheder et al. 2018); `reals` must require grad."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), reals, create_graph=True)
     return grad.float().square().sum(dim=[1, 2, 3]).mean()
+
+
+class FeatureMatching(nn.Module):
+    """Matches the mean and covariance of the generator's images to the real images' in ImageNet MobileNetV2's
+    pooled 1280-d features (those of FD-MobileNetV2), a distribution loss that needs no discriminator.
+
+    Why: a discriminator that is new (a warm start, whose file keeps none) learns too slowly on a CPU to guide the
+    student, and its early gradients undo what the student had learnt (assets/MODEL_CARD.md). A frozen ImageNet
+    network tells the two sets apart from the first step. It is not the Inception network FID uses.
+
+    The real statistics are fixed (`set_reals`, from a few thousand images). A batch of 8 cannot estimate a 1280-d
+    covariance, so the fakes' statistics are running averages (`momentum` per step) and the batch only carries the
+    gradient: the loss is taken at the running statistics, with the batch's mean and covariance standing in for them
+    in the backward pass (the usual straight-through trick of moving-average moment matching).
+    """
+
+    def __init__(self, momentum: float = 0.02):
+        super().__init__()
+        from engine.models.mobilenet import POOLED_DIM, mobilenet_v2
+
+        self.net = mobilenet_v2(pretrained=True).eval().requires_grad_(False)
+        self.momentum = momentum
+        d = POOLED_DIM
+        for name in ("real_mean", "fake_mean"):
+            self.register_buffer(name, torch.zeros(d))
+        for name in ("real_cov", "fake_cov"):
+            self.register_buffer(name, torch.zeros(d, d))
+        self.register_buffer("counts", torch.zeros(2, dtype=torch.long))  # real images, fake images seen
+
+    def train(self, mode: bool = True) -> FeatureMatching:
+        return super().train(False)  # BatchNorm keeps its ImageNet statistics
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images [N, 3, H, W] → pooled features [N, 1280], float32, differentiable."""
+        from engine.models.frechet import model_input
+
+        return self.net.pooled(model_input(images, images.device)).float()
+
+    @staticmethod
+    def _moments(f: torch.Tensor, mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = f.mean(dim=0)
+        c = f - (mu if mean is None else mean)
+        return mu, c.T @ c / max(len(f) - (1 if mean is None else 0), 1)
+
+    @torch.no_grad()
+    def set_statistics(self, which: str, features: torch.Tensor) -> None:
+        """Set the real ("real") or the running fake ("fake") statistics from features of many images."""
+        mean, cov = self._moments(features.float())
+        getattr(self, f"{which}_mean").copy_(mean)
+        getattr(self, f"{which}_cov").copy_(cov)
+        self.counts[0 if which == "real" else 1] = len(features)
+
+    @property
+    def ready(self) -> bool:
+        return bool((self.counts > 1).all())
+
+    def forward(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch of generated images [N, 3, H, W] in [-1, 1]: "fm_mean" (‖Δμ‖²), "fm_cov"
+        (‖ΔΣ‖_F²) and "fm" (their sum). Updates the running fake statistics."""
+        if not self.ready:
+            raise RuntimeError("FeatureMatching needs set_statistics('real', …) and ('fake', …) first")
+        f = self.features(fake)
+        with torch.autocast(f.device.type, enabled=False):  # a 1280² covariance wants float32, not bf16
+            return self._terms(f)
+
+    def _terms(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Centred on the running mean, so that a small batch's covariance is not shrunk by its own mean's noise.
+        mu_b, cov_b = self._moments(f, self.fake_mean.clone())
+        m = self.momentum
+        with torch.no_grad():
+            self.fake_mean.lerp_(mu_b.detach(), m)
+            self.fake_cov.lerp_(cov_b.detach(), m)
+            self.counts[1] += len(f)
+        mu = self.fake_mean + (mu_b - mu_b.detach())
+        cov = self.fake_cov + (cov_b - cov_b.detach())
+        dm, dc = mu - self.real_mean, cov - self.real_cov
+        terms = {"fm_mean": (dm * dm).sum(), "fm_cov": (dc * dc).sum()}
+        terms["fm"] = terms["fm_mean"] + terms["fm_cov"]
+        return terms

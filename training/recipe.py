@@ -292,6 +292,8 @@ def distill_student(args) -> int:
         adv_untruncated=args.adv_untruncated,
         d_width=args.d_width,
         d_warmup=args.d_warmup,
+        d_kind=args.d_kind,
+        fm_weight=args.fm_weight,
         lr=args.lr,
         d_lr=args.d_lr,
         ema_kimg=args.ema_kimg,
@@ -314,7 +316,7 @@ def distill_student(args) -> int:
         prev = load_generator(args.init)
         if not prev.is_student:
             raise UserError(f"--init {args.init}: a teacher (StyleGAN2), not a student; give an earlier student's file")
-    reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps else None
+    reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps or args.fm_weight > 0 else None
     trainer = Distiller(cfg, resume=resume, real_source=reals)
     if prev is not None:
         try:
@@ -564,9 +566,15 @@ def main(argv=None) -> int:
                     help="the adversarial term sees only untruncated student faces (half of each batch)")
     st.add_argument("--d-width", type=float, default=1.0,
                     help="× the discriminator's widths (the teacher's); a resume that changes it starts a new one")
+    st.add_argument("--d-kind", choices=("stylegan2", "projected"), default="stylegan2",
+                    help="the discriminator: StyleGAN2's on pixels, or heads on a frozen ImageNet MobileNetV2 "
+                         "(learns in hundreds of steps, not thousands)")
     st.add_argument("--d-warmup", type=int, default=0,
                     help="steps before --adv-start that train the discriminator alone, the student held (use it with "
                          "--init, whose discriminator is not kept)")
+    st.add_argument("--fm-weight", type=float, default=0.0,
+                    help="feature matching: weight of the MobileNetV2 feature mean and covariance of untruncated "
+                         "samples against the source's (0: off)")
     st.add_argument("--lr", type=float, default=2e-3, help="student learning rate (a resume takes a changed one)")
     st.add_argument("--d-lr", type=float, default=2e-3, help="discriminator learning rate")
     st.add_argument("--ema-kimg", type=float, default=10.0,

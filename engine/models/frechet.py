@@ -117,7 +117,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, method: str
     )
 
 
-def _to_model_input(images, device: torch.device) -> torch.Tensor:
+def model_input(images, device: torch.device) -> torch.Tensor:
     """uint8 in [0, 255] (NHWC or NCHW) or float in [-1, 1] (NCHW or NHWC) → normalised [N, 3, 224, 224]."""
     x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
@@ -175,7 +175,7 @@ def mobilenet_features(
             if chunk.ndim == 3:  # a single image
                 chunk = chunk[None]
             for i in range(0, len(chunk), batch):
-                x = _to_model_input(chunk[i : i + batch], device)
+                x = model_input(chunk[i : i + batch], device)
                 out.append(model.pooled(x).float().cpu().numpy())
                 bar.update(x.shape[0])
     if not out:
