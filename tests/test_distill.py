@@ -618,6 +618,27 @@ def test_a_run_with_a_projected_discriminator_resumes_with_it_and_a_change_of_ki
     assert isinstance(pixel.D, Discriminator) and pixel.run() == "done"
 
 
+def test_a_warm_start_begins_from_an_earlier_student_and_keeps_its_ema(tmp_path):
+    first = Distiller(tiny(tmp_path / "a", steps=2))
+    assert first.run() == "done"
+    earlier = tmp_path / "a" / "student.safetensors"
+    with pytest.raises(UserError, match="a teacher"):
+        Distiller(tiny(tmp_path / "wrong", init=str(TEACHER)))
+    assert not (tmp_path / "wrong").exists(), "a wrong file leaves no run folder behind"
+    d = Distiller(tiny(tmp_path / "b", steps=3, init=str(earlier)))
+    start = load_generator(earlier).synthesis.state_dict()
+    _assert_same(d.student.synthesis.state_dict(), start)
+    _assert_same(d.ema.synthesis.state_dict(), start)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())["distill"]
+    assert saved["init"] == str(earlier) and saved["ema_rampup"] is None
+    assert d.run() == "done"
+    # Resumed from its config.json (what `main.py distill --resume` does), the run keeps the EMA it began with.
+    cfg = DistillConfig.load(tmp_path / "b" / "config.json")
+    cfg.steps = 4
+    again = Distiller(cfg, resume=True)
+    assert again.cfg.ema_rampup is None and again.run() == "done"
+
+
 def test_a_resume_with_a_wider_discriminator_starts_a_new_one(tmp_path, capsys):
     kw = dict(steps=2, adv_weight=0.1, adv_start=0, adv_ramp=1, ckpt_every=2)
     first = Distiller(tiny(tmp_path / "run", **kw))

@@ -20,6 +20,7 @@ from engine.errors import UserError
 # flag → (type, help); the destination is the DistillConfig field of the same name.
 _FLAGS: dict[str, tuple] = {
     "--data": (str, "folder of real face images for the adversarial term (default: teacher samples)"),
+    "--init": (str, "an earlier student's .safetensors (same layout) to start the synthesis from (default: none)"),
     "--resolution": (int, "student resolution; must equal the teacher's (default: the teacher's)"),
     "--steps": (int, "total training steps"),
     "--batch": (int, "images per step and process"),

@@ -273,17 +273,13 @@ def distill_student(args) -> int:
 
     out = Path(args.out)
     resume = (out / "checkpoint.pt").exists()
-    # The EMA's ramp-up shortens its half-life to a twentieth of the images seen, which suits a new student; a
-    # warm-started one is not new, and with the ramp its EMA copy would be the raw generator for thousands of steps
-    # (FID 32.3 → 46.2 after 500 steps of the bundled student, measured). A resume keeps what its run began with,
-    # --init given again or not.
-    if resume:
-        ema_rampup = DistillConfig.load(out / "config.json").ema_rampup
-    else:
-        ema_rampup = None if args.init else DistillConfig.ema_rampup
+    # A warm start (--init) turns the EMA's ramp-up off (Distiller); a resume keeps what its run began with, --init
+    # given again or not.
+    ema_rampup = DistillConfig.load(out / "config.json").ema_rampup if resume else DistillConfig.ema_rampup
     cfg = DistillConfig(
         teacher=str(args.teacher),
         out=str(out),
+        init=None if resume else args.init,
         steps=args.steps,
         batch=args.batch,
         adv_start=args.adv_start,
@@ -306,26 +302,8 @@ def distill_student(args) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    prev = None
-    if args.init and not resume:
-        # Warm start from an earlier student (e.g. one distilled from a less-trained snapshot of the same teacher):
-        # only the synthesis network; the mapping always comes from this run's teacher. Read before the run folder
-        # is made, so that a wrong file leaves nothing behind.
-        from engine.io.checkpoints import load_generator
-
-        prev = load_generator(args.init)
-        if not prev.is_student:
-            raise UserError(f"--init {args.init}: a teacher (StyleGAN2), not a student; give an earlier student's file")
     reals = SourceStream(FaceSource(), args.batch) if args.adv_start < args.steps or args.fm_weight > 0 else None
     trainer = Distiller(cfg, resume=resume, real_source=reals)
-    if prev is not None:
-        try:
-            for net in (trainer.student, trainer.ema):
-                net.synthesis.load_state_dict(prev.synthesis.state_dict())
-        except RuntimeError:
-            raise UserError(f"--init {args.init}: a student of another layout (channels {prev.cfg.channels}) than "
-                            f"this run's ({trainer.student.cfg.channels})") from None
-        print(f"student synthesis initialised from {args.init}", file=sys.stderr)
     status = trainer.run()
     trainer.export()
     trainer.close()
