@@ -5,6 +5,9 @@ Parameter names follow NVIDIA's `training/networks.py` (`b64.fromrgb.weight`, `b
 learning rate, [1,3,3,1] blur before every stride-2 conv, √½ on both residual branches, clamped activations, minibatch
 standard deviation), so the discriminator of an NVIDIA snapshot loads key for key and starts from what it learned.
 rosinality's discriminator computes the same function under other names; `from_rosinality` renames it.
+
+`ProjectedDiscriminator` is the other kind (`d_kind="projected"`): small heads on a frozen ImageNet MobileNetV2, for
+when no trained D exists and there is no budget to grow one from scratch.
 """
 
 from __future__ import annotations
