@@ -40,6 +40,7 @@ from engine.metrics.sources import FaceSource
 from engine.models.config import ModelConfig
 from engine.models.generator import Generator, seeds_to_z
 from engine.render import make_grid, save_image, to_uint8
+from training.discriminator import DISCRIMINATOR_KINDS
 from training.loop import StopFlag, ema_update, lazy_r1_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -544,7 +545,7 @@ def main(argv=None) -> int:
                     help="the adversarial term sees only untruncated student faces (half of each batch)")
     st.add_argument("--d-width", type=float, default=1.0,
                     help="× the discriminator's widths (the teacher's); a resume that changes it starts a new one")
-    st.add_argument("--d-kind", choices=("stylegan2", "projected"), default="stylegan2",
+    st.add_argument("--d-kind", choices=DISCRIMINATOR_KINDS, default="stylegan2",
                     help="the discriminator: StyleGAN2's on pixels, or heads on a frozen ImageNet MobileNetV2 "
                          "(learns in hundreds of steps, not thousands)")
     st.add_argument("--d-warmup", type=int, default=0,
