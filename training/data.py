@@ -51,8 +51,7 @@ class LatentSampler:
     def plain(self, n: int, step: int, device) -> torch.Tensor:
         """n W+ codes for `step`, neither mixed nor truncated: the distribution real images are compared with."""
         g = torch.Generator().manual_seed(derive_seed("plain latents", self.seed, self.rank, step))
-        ws = self.mapping(torch.randn(n, self.mapping.z_dim, generator=g).to(device))
-        return ws
+        return self.mapping(torch.randn(n, self.mapping.z_dim, generator=g).to(device))
 
     @torch.no_grad()
     def sample(self, n: int, step: int, device, untruncated: int = 0) -> torch.Tensor:

@@ -821,9 +821,9 @@ class Distiller:
             if saved_d and saved_kind != self.cfg.d_kind:
                 self.d_origin = f"discriminator: new ({self.cfg.d_kind}; the run's was {saved_kind})"
             elif (saved_d and saved_kind == "stylegan2" and d_resized and self.D.cfg.source == "new"
-                  and DiscriminatorConfig(**saved_d).channels != self.D.cfg.channels):
+                  and (saved_channels := DiscriminatorConfig(**saved_d).channels) != self.D.cfg.channels):
                 self.d_origin = (f"discriminator: new, randomly initialised ({', '.join(d_resized)}; the run's was "
-                                 f"{DiscriminatorConfig(**saved_d).channels}, now {self.D.cfg.channels})")
+                                 f"{saved_channels}, now {self.D.cfg.channels})")
             elif saved_d:
                 if saved_d != self.D.cfg.to_dict():
                     self.D = discriminator_from_config(saved_d).to(self.device)
